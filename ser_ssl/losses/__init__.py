@@ -1,0 +1,5 @@
+"""Contrastive losses."""
+
+from ser_ssl.losses.ntxent import NTXentLoss
+
+__all__ = ["NTXentLoss"]

@@ -1,0 +1,136 @@
+import lightning as L
+import pytest
+import torch
+
+from ser_ssl.data import LabeledDataModule
+from ser_ssl.models import VGGLike
+from ser_ssl.tasks import FineTune, LinearProbe, SimCLR, load_pretrained
+from ser_ssl.tasks.checkpoint import CheckpointError, build_module
+from ser_ssl.tasks.downstream import clip_mean
+
+SMALL = {"class_path": "ser_ssl.models.VGGLike", "init_args": {"channels": [8, 16], "embed_dim": 32}}
+
+
+def small_simclr(**kwargs) -> SimCLR:
+    return SimCLR(encoder=build_module(SMALL), mixback=None, proj_hidden_dim=32, proj_dim=16, n_mels=16, **kwargs)
+
+
+def test_a_few_simclr_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = small_simclr()
+    base = torch.randn(16, 1, 16, 24)
+    x = torch.stack([base + 0.1 * torch.randn_like(base), base + 0.1 * torch.randn_like(base)], 1).flatten(0, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss = model.training_step(x, 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_batch_transfer_mixes_normalises_and_augments_views():
+    torch.manual_seed(0)
+    model = SimCLR(encoder=build_module(SMALL), n_mels=16)
+    model.normalizer.set_stats(torch.full((16,), -2.0), torch.full((16,), 0.5))
+    views = torch.full((3, 2, 1, 16, 24), -2.0)
+    backgrounds = torch.rand_like(views)  # not constant, so mix-back visibly changes the views
+    batch = {"views": views, "backgrounds": backgrounds, "index": torch.arange(3)}
+    x = model.on_after_batch_transfer(batch, 0)
+    assert x.shape == (6, 1, 16, 24)
+    assert torch.isfinite(x).all() and x.abs().max() < 1.0  # mixed back lightly around the mean 0
+    assert (x != 0).any()
+
+
+def test_load_pretrained_errors_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pretrained(tmp_path / "missing.ckpt")
+    (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_pretrained(tmp_path / "corrupt.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="not a ser-ssl pretraining checkpoint"):
+        load_pretrained(tmp_path / "other.ckpt")
+
+
+def test_clip_mean_averages_windows_per_clip():
+    values = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.2, 0.8], [0.6, 0.4], [0.4, 0.6]])
+    clip = torch.tensor([0, 0, 1, 2, 2])
+    expected = torch.tensor([[0.5, 0.5], [0.2, 0.8], [0.5, 0.5]])
+    assert torch.allclose(clip_mean(values, clip, 3), expected)
+
+
+@pytest.fixture(scope="module")
+def pretrained_ckpt(tmp_path_factory, tiny_data):
+    """A SimCLR checkpoint written by a real (one-step) Trainer run with the small encoder."""
+    from ser_ssl.cli import cli_main
+
+    root = tmp_path_factory.mktemp("pretrain")
+    cli_main([
+        "fit", "--config", "configs/pretrain.yaml",
+        "--data.init_args.manifest", str(tiny_data), "--data.init_args.cache_dir", str(root / "cache"),
+        "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
+        "--model.init_args.encoder", "ser_ssl.models.VGGLike",
+        "--model.init_args.encoder.init_args.channels", "[8, 16]",
+        "--model.init_args.encoder.init_args.embed_dim", "32",
+        "--trainer.max_steps", "2", "--trainer.default_root_dir", str(root),
+        "--trainer.enable_progress_bar", "false",
+    ])
+    return root / "checkpoints" / "last.ckpt"
+
+
+def test_pretrained_encoder_round_trips_and_probe_checkpoints_are_refused(pretrained_ckpt, tmp_path):
+    encoder, stats = load_pretrained(pretrained_ckpt)
+    assert isinstance(encoder, VGGLike) and encoder.embed_dim == 32
+    ckpt = torch.load(pretrained_ckpt, weights_only=True)
+    assert torch.equal(encoder.features[0][0].weight, ckpt["state_dict"]["encoder.features.0.0.weight"])
+    assert bool(stats["fitted"]) and stats["mean"].shape == (96, 1)
+    random, no_stats = load_pretrained(pretrained_ckpt, load_weights=False)
+    assert no_stats == {}
+    assert not torch.equal(random.features[0][0].weight, encoder.features[0][0].weight)
+    probe_ckpt = dict(ckpt)
+    probe_ckpt.pop("ser_ssl_kind")
+    torch.save(probe_ckpt, tmp_path / "probe.ckpt")
+    with pytest.raises(CheckpointError, match="probe or fine-tune"):
+        load_pretrained(tmp_path / "probe.ckpt")
+
+
+def encoder_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.encoder.state_dict().items()}
+
+
+def fit_downstream(model, tiny_data, tmp_path, epochs: int = 2):
+    dm = LabeledDataModule(manifest=str(tiny_data), cache_dir=str(tmp_path / "cache"), batch_size=8, num_workers=0)
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    return trainer, dm
+
+
+def test_probe_leaves_the_encoder_untouched(pretrained_ckpt, tiny_data, tmp_path):
+    probe = LinearProbe(encoder_checkpoint=str(pretrained_ckpt), lr=0.1)
+    before = encoder_state(probe)
+    trainer, dm = fit_downstream(probe, tiny_data, tmp_path)
+    after = encoder_state(probe)
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == []  # weights and BatchNorm statistics
+    assert probe.classifier.out_features == dm.num_classes == 12
+    probe.train()
+    assert not probe.encoder.training and probe.classifier.training
+    assert "val/bal_acc" in trainer.callback_metrics
+
+
+def test_finetune_changes_the_encoder(pretrained_ckpt, tiny_data, tmp_path):
+    model = FineTune(encoder_checkpoint=str(pretrained_ckpt), encoder_lr=0.01, lr=0.01)
+    before = encoder_state(model)
+    fit_downstream(model, tiny_data, tmp_path, epochs=1)
+    after = encoder_state(model)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))
+
+
+def test_downstream_needs_an_encoder():
+    with pytest.raises(ValueError, match="encoder_checkpoint"):
+        LinearProbe()

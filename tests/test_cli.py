@@ -1,0 +1,92 @@
+"""End to end through the CLI's main function: pretrain -> probe fit -> probe test (and fine-tune)."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from ser_ssl.cli import cli_main
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_args(config: str, root, data, cache) -> list[str]:
+    return [
+        "--config", f"configs/{config}.yaml",
+        "--data.init_args.manifest", str(data), "--data.init_args.cache_dir", str(cache),
+        "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
+        "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
+    ]
+
+
+SMALL_ENCODER = [
+    "--model.init_args.encoder", "ser_ssl.models.VGGLike",
+    "--model.init_args.encoder.init_args.channels", "[8, 16]",
+    "--model.init_args.encoder.init_args.embed_dim", "32",
+]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, tiny_data):
+    tmp = tmp_path_factory.mktemp("cli")
+    args = tiny_args("pretrain", tmp / "pretrain", tiny_data, tmp / "cache")
+    cli = cli_main(["fit", *args, *SMALL_ENCODER, "--trainer.max_epochs", "2"])
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    return tmp
+
+
+def test_pretrain_writes_a_checkpoint_and_its_config(pretrained):
+    assert (pretrained / "pretrain" / "checkpoints" / "last.ckpt").is_file()
+    configs = list((pretrained / "pretrain").rglob("config.yaml"))
+    assert len(configs) == 1
+    saved = yaml.safe_load(configs[0].read_text())
+    assert saved["model"]["init_args"]["encoder"]["init_args"]["embed_dim"] == 32
+
+
+@pytest.mark.parametrize("task", ["probe", "finetune"])
+def test_downstream_fit_then_test_evaluates_the_trained_model(pretrained, tiny_data, task):
+    root = pretrained / task
+    args = [
+        *tiny_args(task, root, tiny_data, pretrained / "cache"),
+        "--model.init_args.encoder_checkpoint", str(pretrained / "pretrain" / "checkpoints" / "last.ckpt"),
+        "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1",
+    ]
+    fit = cli_main(["fit", *args])
+    val_after_fit = float(fit.trainer.callback_metrics["val/bal_acc"])
+    trained_head = fit.model.classifier.weight.detach().clone()
+    test = cli_main(["test", *args])
+    # the test loads the trained model, not the freshly built head of the new process
+    assert torch.equal(test.model.classifier.weight, trained_head)
+    metrics = json.loads((root / "test_metrics.json").read_text())
+    assert 0.0 <= metrics["test/bal_acc"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
+    validate = cli_main(["validate", *args])
+    assert float(validate.trainer.callback_metrics["val/bal_acc"]) == pytest.approx(val_after_fit, abs=1e-6)
+
+
+def test_test_without_a_trained_model_says_what_to_do(pretrained, tiny_data):
+    args = tiny_args("probe", pretrained / "never-trained", tiny_data, pretrained / "cache")
+    args += ["--model.init_args.encoder_checkpoint", str(pretrained / "pretrain" / "checkpoints" / "last.ckpt")]
+    with pytest.raises(FileNotFoundError, match="ser-ssl fit"):
+        cli_main(["test", *args])
+
+
+def test_print_config_is_complete_and_reusable(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", "configs/pretrain.yaml", "--print_config"])
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["class_path"] == "ser_ssl.tasks.SimCLR"
+    assert config["data"]["init_args"]["features"]["n_mels"] == 96
+    assert config["checkpoint"]["save_last"] is True
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(tmp_path / "full.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+
+
+def test_unknown_keys_are_rejected(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", "configs/pretrain.yaml", "--model.init_args.temprature", "0.1"])
+    assert exit_info.value.code != 0
+    assert "temprature" in capsys.readouterr().err
