@@ -1,0 +1,205 @@
+"""LightningDataModules: pretraining (two views per clip) and labelled downstream tasks.
+
+``prepare_data`` (once per node) generates the built-in data set when no manifest is configured
+and builds the feature cache; ``setup`` (every process) opens the cache and computes the per-band
+normalisation statistics over the training split.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from ser_ssl.audio import LogMelConfig
+from ser_ssl.data.cache import FeatureCache, build_cache
+from ser_ssl.data.manifest import Clip, read_manifest
+from ser_ssl.data.views import ClipWindowsDataset, LabeledPatchDataset, TwoViewDataset, collate_windows
+
+log = logging.getLogger(__name__)
+
+
+class AudioDataModule(L.LightningDataModule):
+    """Manifest, cache and normalisation statistics shared by every task.
+
+    Args:
+        manifest: CSV with ``filename,label[,split,group]`` (paths relative to the CSV). ``None``
+            uses the built-in synthetic data set, generated under ``synthetic_root`` when missing.
+        synthetic_root: where the built-in data set lives.
+        cache_dir: root of the feature caches.
+        features: log-mel settings (METHOD §1).
+        patch_frames: patch length in frames (101 frames is about 1 s).
+        batch_size: clips per training batch.
+        num_workers: DataLoader workers, also used to build the cache in parallel.
+        strict: fail on the first unusable audio file instead of skipping it.
+        train_split: the manifest split used for training and for the normalisation statistics.
+    """
+
+    def __init__(
+        self,
+        manifest: str | None = None,
+        synthetic_root: str = "data/synthetic",
+        cache_dir: str = "cache",
+        features: LogMelConfig = LogMelConfig(),
+        patch_frames: int = 101,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        strict: bool = False,
+        train_split: str = "train",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.manifest = manifest
+        self.synthetic_root = synthetic_root
+        self.cache_dir = cache_dir
+        self.features = features
+        self.patch_frames = patch_frames
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.strict = strict
+        self.train_split = train_split
+        self.cache: FeatureCache | None = None
+        self.clips: list[Clip] = []
+        self.norm_mean: torch.Tensor | None = None
+        self.norm_std: torch.Tensor | None = None
+
+    def manifest_path(self) -> Path:
+        if self.manifest is not None:
+            return Path(self.manifest)
+        return Path(self.synthetic_root) / "manifest.csv"
+
+    def prepare_data(self) -> None:
+        if self.manifest is None:
+            from ser_ssl.data.synthetic import generate
+
+            generate(self.synthetic_root)
+        clips = read_manifest(self.manifest_path())
+        build_cache([c.path for c in clips], self.features, self.cache_dir, self.num_workers, self.strict)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.cache is not None:
+            return
+        clips = read_manifest(self.manifest_path())
+        self.cache = FeatureCache(
+            build_cache([c.path for c in clips], self.features, self.cache_dir, self.num_workers, self.strict)
+        )
+        row_of = self.cache.row_of()
+        self.clips, self.rows = [], []
+        for clip in clips:
+            row = row_of.get(str(clip.path.resolve()))
+            if row is not None:  # unusable files were skipped, with a warning, by the cache build
+                self.clips.append(clip)
+                self.rows.append(row)
+        train = self.split_indices(self.train_split)
+        if not train:
+            raise ValueError(f"{self.manifest_path()}: no usable clip in split '{self.train_split}'")
+        mean, std = self.cache.band_stats([self.rows[i] for i in train])
+        self.norm_mean, self.norm_std = torch.from_numpy(mean), torch.from_numpy(std)
+
+    def split_indices(self, split: str) -> list[int]:
+        """Positions in ``self.clips`` of the usable clips of one split."""
+        return [i for i, c in enumerate(self.clips) if c.split == split]
+
+    @property
+    def rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
+
+    def _loader(self, dataset, shuffle: bool, batch_size: int, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            **kwargs,
+        )
+
+    def _check_batch(self, n: int, what: str) -> None:
+        if n < self.batch_size:
+            raise ValueError(
+                f"the {what} set has {n} usable clips, fewer than one batch of {self.batch_size} "
+                "(incomplete batches are dropped); lower --data.batch_size"
+            )
+
+
+class SSLDataModule(AudioDataModule):
+    """Unlabelled pretraining: batches of two views (and backgrounds) per clip of the training split."""
+
+    def train_dataloader(self) -> DataLoader:
+        idx = self.split_indices(self.train_split)
+        self._check_batch(len(idx), "pretraining")
+        ds = TwoViewDataset(self.cache, [self.rows[i] for i in idx], self.patch_frames, self.rank)
+        return self._loader(ds, shuffle=True, batch_size=self.batch_size)
+
+
+class LabeledDataModule(AudioDataModule):
+    """Single-label classification: random patches for training, whole clips for evaluation.
+
+    Args:
+        eval_hop_frames: hop between evaluation windows (default: ``patch_frames``, no overlap).
+        eval_batch_size: clips per evaluation batch (all windows of a clip stay in one batch).
+        val_split / test_split: manifest split names; a missing validation split skips validation.
+    """
+
+    def __init__(
+        self,
+        eval_hop_frames: int | None = None,
+        eval_batch_size: int = 16,
+        val_split: str = "val",
+        test_split: str = "test",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.eval_hop_frames = eval_hop_frames
+        self.eval_batch_size = eval_batch_size
+        self.val_split = val_split
+        self.test_split = test_split
+        self.classes: list[str] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        unlabeled = [str(c.path) for c in self.clips if c.label is None]
+        if unlabeled:
+            raise ValueError(f"{len(unlabeled)} clips have no label (e.g. {unlabeled[0]}); a labelled task needs one")
+        self.classes = sorted({self.clips[i].label for i in self.split_indices(self.train_split)})
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _targets(self, idx: list[int]) -> tuple[list[int], list[int]]:
+        index = {c: k for k, c in enumerate(self.classes)}
+        unknown = sorted({self.clips[i].label for i in idx} - index.keys())
+        if unknown:
+            raise ValueError(f"labels {unknown} do not occur in the training split")
+        return [self.rows[i] for i in idx], [index[self.clips[i].label] for i in idx]
+
+    def train_dataloader(self) -> DataLoader:
+        idx = self.split_indices(self.train_split)
+        self._check_batch(len(idx), "training")
+        rows, targets = self._targets(idx)
+        ds = LabeledPatchDataset(self.cache, rows, targets, self.patch_frames, self.rank)
+        return self._loader(ds, shuffle=True, batch_size=self.batch_size)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        idx = self.split_indices(split)
+        if not idx:
+            raise ValueError(f"{self.manifest_path()}: no usable clip in split '{split}'")
+        rows, targets = self._targets(idx)
+        ds = ClipWindowsDataset(self.cache, rows, targets, self.patch_frames, self.eval_hop_frames)
+        return self._loader(ds, shuffle=False, batch_size=self.eval_batch_size, collate_fn=collate_windows)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader(self.val_split) if self.split_indices(self.val_split) else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_split)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+

@@ -1,0 +1,110 @@
+import logging
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import ser_ssl.data.cache as cache_mod
+from ser_ssl.audio import AudioError, LogMel, LogMelConfig, load_audio
+from ser_ssl.data.cache import FEATURES_FILE, FeatureCache, build_cache
+
+
+@pytest.fixture
+def wavs(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (seconds, rate) in enumerate([(0.5, 16000), (1.2, 22050), (0.05, 44100), (2.0, 48000)]):
+        p = tmp_path / "audio" / f"clip {i}.wav"  # a space in the name on purpose
+        p.parent.mkdir(exist_ok=True)
+        sf.write(p, 0.1 * rng.standard_normal(int(seconds * rate)).astype(np.float32), rate)
+        paths.append(p)
+    return paths
+
+
+def test_cache_holds_each_clips_logmel(tmp_path, wavs):
+    config = LogMelConfig()
+    cache = FeatureCache(build_cache(wavs, config, tmp_path / "cache"))
+    assert len(cache) == len(wavs) and cache.n_mels == 96
+    for row, path in enumerate(wavs):
+        expected = LogMel(config)(load_audio(path, config.sample_rate)).T.numpy()
+        got = np.asarray(cache.frames(row), dtype=np.float32)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-2, rtol=1e-3)  # float16 storage
+    assert cache.frames(1, 3, 7).shape == (4, 96)
+
+
+def test_cache_is_reused_and_rebuilt_when_settings_or_files_change(tmp_path, wavs):
+    root = tmp_path / "cache"
+    first = build_cache(wavs, LogMelConfig(), root)
+    mtime = (first / FEATURES_FILE).stat().st_mtime_ns
+    assert build_cache(wavs, LogMelConfig(), root) == first
+    assert (first / FEATURES_FILE).stat().st_mtime_ns == mtime
+    assert build_cache(wavs, LogMelConfig(n_mels=64), root) != first
+    sf.write(wavs[0], np.zeros(9000, dtype=np.float32), 16000)
+    os.utime(wavs[0], ns=(1, 1))
+    assert build_cache(wavs, LogMelConfig(), root) != first
+
+
+def test_interrupted_build_leaves_no_readable_cache(tmp_path, wavs, monkeypatch):
+    calls = {"n": 0}
+    real = cache_mod._compute
+
+    def crash_on_third(job):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(cache_mod, "_compute", crash_on_third)
+    root = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(wavs, LogMelConfig(), root)
+    assert list(root.iterdir()) == []  # nothing final, no temporary left behind
+    monkeypatch.setattr(cache_mod, "_compute", real)
+    assert len(FeatureCache(build_cache(wavs, LogMelConfig(), root))) == len(wavs)
+
+
+def test_stale_temporary_directory_is_never_read(tmp_path, wavs):
+    root = tmp_path / "cache"
+    final = build_cache(wavs, LogMelConfig(), root)
+    stale = root / f".{final.name}.tmp-1-deadbeef"
+    stale.mkdir()
+    (stale / FEATURES_FILE).write_bytes(b"garbage")
+    assert build_cache(wavs, LogMelConfig(), root) == final
+
+
+def test_bad_files_are_skipped_with_a_warning_or_fail_in_strict_mode(tmp_path, wavs, caplog):
+    bad = tmp_path / "audio" / "not audio.wav"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with caplog.at_level(logging.WARNING):
+        cache = FeatureCache(build_cache([*wavs, bad], LogMelConfig(), tmp_path / "c1"))
+    assert len(cache) == len(wavs)
+    assert [s["path"] for s in cache.skipped] == [str(bad)]
+    assert any("not audio.wav" in r.message for r in caplog.records)
+    assert any("skipped 1 of 5" in r.message for r in caplog.records)
+    with pytest.raises(AudioError, match="strict"):
+        build_cache([*wavs, bad], LogMelConfig(), tmp_path / "c2", strict=True)
+    with pytest.raises(RuntimeError, match="none of the 1 audio files"):
+        build_cache([bad], LogMelConfig(), tmp_path / "c3")
+
+
+def test_missing_file_is_a_clear_error(tmp_path, wavs):
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        build_cache([*wavs, tmp_path / "gone.wav"], LogMelConfig(), tmp_path / "cache")
+
+
+def test_parallel_build_equals_serial_build(tmp_path, wavs):
+    serial = build_cache(wavs, LogMelConfig(), tmp_path / "serial")
+    parallel = build_cache(wavs, LogMelConfig(), tmp_path / "parallel", num_workers=2)
+    assert (serial / FEATURES_FILE).read_bytes() == (parallel / FEATURES_FILE).read_bytes()
+
+
+def test_band_stats_match_numpy(tmp_path, wavs):
+    cache = FeatureCache(build_cache(wavs, LogMelConfig(), tmp_path / "cache"))
+    frames = np.concatenate([np.asarray(cache.frames(r), dtype=np.float64) for r in (0, 2, 3)])
+    mean, std = cache.band_stats([0, 2, 3])
+    np.testing.assert_allclose(mean, frames.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, frames.std(0), rtol=1e-4)
+    assert torch.isfinite(torch.from_numpy(std)).all()
