@@ -40,21 +40,33 @@ class SERCLI(LightningCLI):
             )
         return str(last)
 
-    def test(self, model: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None = None,
-             **kwargs: Any) -> list[dict[str, float]]:
+    def test(
+        self,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule,
+        ckpt_path: str | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, float]]:
         """Test the trained model (``last.ckpt`` of this config by default) and save the metrics."""
-        results = self.trainer.test(model, datamodule=datamodule, ckpt_path=self._trained_checkpoint(ckpt_path),
-                                    **kwargs)
+        results = self.trainer.test(
+            model, datamodule=datamodule, ckpt_path=self._trained_checkpoint(ckpt_path), **kwargs
+        )
         if self.trainer.is_global_zero and results:
             out = Path(self.trainer.checkpoint_callback.dirpath).parent / "test_metrics.json"
             out.write_text(json.dumps(results[0], indent=2))
         return results
 
-    def validate(self, model: L.LightningModule, datamodule: L.LightningDataModule,
-                 ckpt_path: str | None = None, **kwargs: Any) -> list[dict[str, float]]:
+    def validate(
+        self,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule,
+        ckpt_path: str | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, float]]:
         """Validate the trained model (``last.ckpt`` of this config by default)."""
-        return self.trainer.validate(model, datamodule=datamodule,
-                                     ckpt_path=self._trained_checkpoint(ckpt_path), **kwargs)
+        return self.trainer.validate(
+            model, datamodule=datamodule, ckpt_path=self._trained_checkpoint(ckpt_path), **kwargs
+        )
 
 
 def cli_main(args: list[str] | None = None) -> SERCLI:

@@ -18,20 +18,37 @@ def run(configs: Path, root: Path, extra: list[str]) -> dict[str, dict[str, floa
     """Pretrain, then fit and test a probe on each encoder; returns the test metrics per encoder."""
     timings = {}
     start = time.time()
-    cli_main(["fit", "--config", str(configs / "pretrain.yaml"), "--trainer.default_root_dir",
-              str(root / "pretrain"), *extra])
+    cli_main(
+        [
+            "fit",
+            "--config",
+            str(configs / "pretrain.yaml"),
+            "--trainer.default_root_dir",
+            str(root / "pretrain"),
+            *extra,
+        ]
+    )
     timings["pretrain"] = time.time() - start
     encoder = root / "pretrain" / "checkpoints" / "last.ckpt"
     results = {}
     for name, load_weights in (("pretrained (SSL)", "true"), ("random init", "false")):
         start = time.time()
-        args = ["--config", str(configs / "probe.yaml"),
-                "--trainer.default_root_dir", str(root / f"probe-{'ssl' if load_weights == 'true' else 'random'}"),
-                "--model.init_args.encoder_checkpoint", str(encoder),
-                "--model.init_args.load_weights", load_weights, *extra]
+        args = [
+            "--config",
+            str(configs / "probe.yaml"),
+            "--trainer.default_root_dir",
+            str(root / f"probe-{'ssl' if load_weights == 'true' else 'random'}"),
+            "--model.init_args.encoder_checkpoint",
+            str(encoder),
+            "--model.init_args.load_weights",
+            load_weights,
+            *extra,
+        ]
         cli_main(["fit", *args])
         cli = cli_main(["test", *args])
-        results[name] = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+        results[name] = {
+            k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")
+        }
         timings[f"probe {name}"] = time.time() - start
     print_table(results, timings)
     (root / "demo_results.json").write_text(json.dumps({"results": results, "seconds": timings}, indent=2))

@@ -29,5 +29,7 @@ def make_cache(directory: Path, lengths: list[int], n_mels: int = 8) -> FeatureC
         clips.append({"path": f"/clip{i}.wav", "offset": offset, "frames": n})
         offset += n
     np.concatenate(chunks).astype(np.float16).tofile(directory / FEATURES_FILE)
-    (directory / INDEX_FILE).write_text(json.dumps({"config": {}, "n_mels": n_mels, "clips": clips, "skipped": []}))
+    (directory / INDEX_FILE).write_text(
+        json.dumps({"config": {}, "n_mels": n_mels, "clips": clips, "skipped": []})
+    )
     return FeatureCache(directory)

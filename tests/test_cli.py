@@ -13,17 +13,30 @@ pytestmark = pytest.mark.slow
 
 def tiny_args(config: str, root, data, cache) -> list[str]:
     return [
-        "--config", f"configs/{config}.yaml",
-        "--data.init_args.manifest", str(data), "--data.init_args.cache_dir", str(cache),
-        "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
-        "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
+        "--config",
+        f"configs/{config}.yaml",
+        "--data.init_args.manifest",
+        str(data),
+        "--data.init_args.cache_dir",
+        str(cache),
+        "--data.init_args.batch_size",
+        "8",
+        "--data.init_args.num_workers",
+        "0",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
     ]
 
 
 SMALL_ENCODER = [
-    "--model.init_args.encoder", "ser_ssl.models.VGGLike",
-    "--model.init_args.encoder.init_args.channels", "[8, 16]",
-    "--model.init_args.encoder.init_args.embed_dim", "32",
+    "--model.init_args.encoder",
+    "ser_ssl.models.VGGLike",
+    "--model.init_args.encoder.init_args.channels",
+    "[8, 16]",
+    "--model.init_args.encoder.init_args.embed_dim",
+    "32",
 ]
 
 
@@ -49,15 +62,19 @@ def test_downstream_fit_then_test_evaluates_the_trained_model(pretrained, tiny_d
     root = pretrained / task
     args = [
         *tiny_args(task, root, tiny_data, pretrained / "cache"),
-        "--model.init_args.encoder_checkpoint", str(pretrained / "pretrain" / "checkpoints" / "last.ckpt"),
-        "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1",
+        "--model.init_args.encoder_checkpoint",
+        str(pretrained / "pretrain" / "checkpoints" / "last.ckpt"),
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.check_val_every_n_epoch",
+        "1",
     ]
     fit = cli_main(["fit", *args])
     val_after_fit = float(fit.trainer.callback_metrics["val/bal_acc"])
-    trained_head = fit.model.classifier.weight.detach().clone()
+    trained_head = fit.model.classifier[-1].weight.detach().clone()
     test = cli_main(["test", *args])
     # the test loads the trained model, not the freshly built head of the new process
-    assert torch.equal(test.model.classifier.weight, trained_head)
+    assert torch.equal(test.model.classifier[-1].weight, trained_head)
     metrics = json.loads((root / "test_metrics.json").read_text())
     assert 0.0 <= metrics["test/bal_acc"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
     validate = cli_main(["validate", *args])
@@ -66,7 +83,10 @@ def test_downstream_fit_then_test_evaluates_the_trained_model(pretrained, tiny_d
 
 def test_test_without_a_trained_model_says_what_to_do(pretrained, tiny_data):
     args = tiny_args("probe", pretrained / "never-trained", tiny_data, pretrained / "cache")
-    args += ["--model.init_args.encoder_checkpoint", str(pretrained / "pretrain" / "checkpoints" / "last.ckpt")]
+    args += [
+        "--model.init_args.encoder_checkpoint",
+        str(pretrained / "pretrain" / "checkpoints" / "last.ckpt"),
+    ]
     with pytest.raises(FileNotFoundError, match="ser-ssl fit"):
         cli_main(["test", *args])
 

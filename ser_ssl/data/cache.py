@@ -114,7 +114,7 @@ def _write(tmp: Path, paths: list[Path], config: LogMelConfig, num_workers: int,
     try:
         with (tmp / FEATURES_FILE).open("wb") as out:
             for (path, _), (feats, reason) in tqdm(
-                zip(jobs, results), total=len(jobs), desc="caching log-mel", unit="clip"
+                zip(jobs, results, strict=True), total=len(jobs), desc="caching log-mel", unit="clip"
             ):
                 if feats is None:
                     if strict:

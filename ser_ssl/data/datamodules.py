@@ -164,7 +164,9 @@ class LabeledDataModule(AudioDataModule):
         super().setup(stage)
         unlabeled = [str(c.path) for c in self.clips if c.label is None]
         if unlabeled:
-            raise ValueError(f"{len(unlabeled)} clips have no label (e.g. {unlabeled[0]}); a labelled task needs one")
+            raise ValueError(
+                f"{len(unlabeled)} clips have no label (e.g. {unlabeled[0]}); a labelled task needs one"
+            )
         self.classes = sorted({self.clips[i].label for i in self.split_indices(self.train_split)})
 
     @property
@@ -201,5 +203,3 @@ class LabeledDataModule(AudioDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
-
-

@@ -84,7 +84,9 @@ class TwoViewDataset(_CacheDataset):
     def __init__(self, cache: FeatureCache, rows: Sequence[int], patch_frames: int, rank: int = 0) -> None:
         super().__init__(cache, rows, patch_frames, rank)
         if len(self.rows) < 2:
-            raise ValueError("two-view pretraining needs at least 2 clips (backgrounds come from other clips)")
+            raise ValueError(
+                "two-view pretraining needs at least 2 clips (backgrounds come from other clips)"
+            )
 
     def _other(self, index: int) -> int:
         j = int(self.rng.integers(0, len(self.rows) - 1))
@@ -100,7 +102,12 @@ class LabeledPatchDataset(_CacheDataset):
     """Training set for downstream tasks: one random patch per clip and its class index."""
 
     def __init__(
-        self, cache: FeatureCache, rows: Sequence[int], targets: Sequence[int], patch_frames: int, rank: int = 0
+        self,
+        cache: FeatureCache,
+        rows: Sequence[int],
+        targets: Sequence[int],
+        patch_frames: int,
+        rank: int = 0,
     ) -> None:
         super().__init__(cache, rows, patch_frames, rank)
         self.targets = torch.as_tensor(targets, dtype=torch.long)

@@ -60,6 +60,8 @@ def load_pretrained(path: str | Path, load_weights: bool = True) -> tuple[nn.Mod
     try:
         encoder.load_state_dict(enc_state)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: encoder weights do not match its config {spec['class_path']}: {err}") from err
+        raise CheckpointError(
+            f"{path}: encoder weights do not match its config {spec['class_path']}: {err}"
+        ) from err
     stats = {k.removeprefix("normalizer."): v for k, v in state.items() if k.startswith("normalizer.")}
     return encoder, stats

@@ -59,12 +59,14 @@ class DownstreamTask(BaseTask):
         self.encoder = encoder
         if self.freeze_encoder:
             self.encoder.requires_grad_(False)
-        self.classifier: nn.Linear | None = None
+        self.classifier: nn.Sequential | None = None
         if num_classes is not None:
             self._build_head(num_classes)
 
     def _build_head(self, num_classes: int) -> None:
-        self.classifier = nn.Linear(self.encoder.embed_dim, num_classes)
+        dim = self.encoder.embed_dim
+        norm = [nn.BatchNorm1d(dim, affine=False)] if self.freeze_encoder else []
+        self.classifier = nn.Sequential(*norm, nn.Linear(dim, num_classes))
         metrics = MetricCollection(
             {
                 "bal_acc": MulticlassAccuracy(num_classes, average="macro"),
@@ -130,7 +132,12 @@ def clip_mean(values: torch.Tensor, clip: torch.Tensor, n_clips: int) -> torch.T
 
 
 class LinearProbe(DownstreamTask):
-    """Linear classifier on a frozen encoder (no gradients, eval mode, BatchNorm statistics frozen)."""
+    """Linear classifier on a frozen encoder (no gradients, eval mode, BatchNorm statistics frozen).
+
+    The embeddings pass through a BatchNorm without affine parameters before the linear layer (as
+    in MAE's linear probing): still a linear map at test time, but insensitive to the embeddings'
+    scale, so one learning rate suits every encoder, random ones included.
+    """
 
     freeze_encoder = True
 

@@ -33,7 +33,9 @@ def reference_logmel(wav: np.ndarray, c: LogMelConfig) -> np.ndarray:
     """numpy STFT (periodic Hann of win_length centred in n_fft, reflect padding) + mel + log10."""
     window = np.zeros(c.n_fft)
     start = (c.n_fft - c.win_length) // 2
-    window[start : start + c.win_length] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(c.win_length) / c.win_length)
+    window[start : start + c.win_length] = 0.5 - 0.5 * np.cos(
+        2 * np.pi * np.arange(c.win_length) / c.win_length
+    )
     padded = np.pad(wav.astype(np.float64), c.n_fft // 2, mode="reflect")
     n_frames = 1 + len(wav) // c.hop_length
     frames = np.stack([padded[i * c.hop_length : i * c.hop_length + c.n_fft] for i in range(n_frames)])
@@ -101,7 +103,9 @@ def test_load_audio_rejects_empty_and_non_finite(tmp_path):
 
 
 def test_standardize_gives_zero_mean_unit_std_and_survives_constant_bands():
-    x = torch.randn(4, 1, 3, 50) * torch.tensor([1.0, 5.0, 0.0]).view(3, 1) + torch.tensor([2.0, -1.0, 7.0]).view(3, 1)
+    x = torch.randn(4, 1, 3, 50) * torch.tensor([1.0, 5.0, 0.0]).view(3, 1) + torch.tensor(
+        [2.0, -1.0, 7.0]
+    ).view(3, 1)
     flat = x.transpose(0, 2).reshape(3, -1)
     norm = Standardize(3)
     assert not bool(norm.fitted)

@@ -18,7 +18,9 @@ def test_mix_back_matches_the_formula():
         expected[i] = np.log10((1 - lam[i]) * lx + lam[i] * (lx.sum() / lb.sum()) * lb)
     got = mix_back(torch.tensor(x), torch.tensor(b), torch.tensor(lam))
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
-    assert torch.allclose(mix_back(torch.tensor(x), torch.tensor(b), torch.zeros(2)), torch.tensor(x), atol=1e-5)
+    assert torch.allclose(
+        mix_back(torch.tensor(x), torch.tensor(b), torch.zeros(2)), torch.tensor(x), atol=1e-5
+    )
 
 
 def test_energy_ratio_keeps_the_clip_dominant_over_a_loud_background():

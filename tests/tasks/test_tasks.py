@@ -12,14 +12,18 @@ SMALL = {"class_path": "ser_ssl.models.VGGLike", "init_args": {"channels": [8, 1
 
 
 def small_simclr(**kwargs) -> SimCLR:
-    return SimCLR(encoder=build_module(SMALL), mixback=None, proj_hidden_dim=32, proj_dim=16, n_mels=16, **kwargs)
+    return SimCLR(
+        encoder=build_module(SMALL), mixback=None, proj_hidden_dim=32, proj_dim=16, n_mels=16, **kwargs
+    )
 
 
 def test_a_few_simclr_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     model = small_simclr()
     base = torch.randn(16, 1, 16, 24)
-    x = torch.stack([base + 0.1 * torch.randn_like(base), base + 0.1 * torch.randn_like(base)], 1).flatten(0, 1)
+    x = torch.stack([base + 0.1 * torch.randn_like(base), base + 0.1 * torch.randn_like(base)], 1).flatten(
+        0, 1
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(30):
@@ -68,16 +72,33 @@ def pretrained_ckpt(tmp_path_factory, tiny_data):
     from ser_ssl.cli import cli_main
 
     root = tmp_path_factory.mktemp("pretrain")
-    cli_main([
-        "fit", "--config", "configs/pretrain.yaml",
-        "--data.init_args.manifest", str(tiny_data), "--data.init_args.cache_dir", str(root / "cache"),
-        "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
-        "--model.init_args.encoder", "ser_ssl.models.VGGLike",
-        "--model.init_args.encoder.init_args.channels", "[8, 16]",
-        "--model.init_args.encoder.init_args.embed_dim", "32",
-        "--trainer.max_steps", "2", "--trainer.default_root_dir", str(root),
-        "--trainer.enable_progress_bar", "false",
-    ])
+    cli_main(
+        [
+            "fit",
+            "--config",
+            "configs/pretrain.yaml",
+            "--data.init_args.manifest",
+            str(tiny_data),
+            "--data.init_args.cache_dir",
+            str(root / "cache"),
+            "--data.init_args.batch_size",
+            "8",
+            "--data.init_args.num_workers",
+            "0",
+            "--model.init_args.encoder",
+            "ser_ssl.models.VGGLike",
+            "--model.init_args.encoder.init_args.channels",
+            "[8, 16]",
+            "--model.init_args.encoder.init_args.embed_dim",
+            "32",
+            "--trainer.max_steps",
+            "2",
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     return root / "checkpoints" / "last.ckpt"
 
 
@@ -102,9 +123,17 @@ def encoder_state(model) -> dict[str, torch.Tensor]:
 
 
 def fit_downstream(model, tiny_data, tmp_path, epochs: int = 2):
-    dm = LabeledDataModule(manifest=str(tiny_data), cache_dir=str(tmp_path / "cache"), batch_size=8, num_workers=0)
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0)
+    dm = LabeledDataModule(
+        manifest=str(tiny_data), cache_dir=str(tmp_path / "cache"), batch_size=8, num_workers=0
+    )
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=dm)
     return trainer, dm
 
@@ -117,7 +146,7 @@ def test_probe_leaves_the_encoder_untouched(pretrained_ckpt, tiny_data, tmp_path
     assert before.keys() == after.keys()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == []  # weights and BatchNorm statistics
-    assert probe.classifier.out_features == dm.num_classes == 12
+    assert probe.classifier[-1].out_features == dm.num_classes == 12
     probe.train()
     assert not probe.encoder.training and probe.classifier.training
     assert "val/bal_acc" in trainer.callback_metrics
