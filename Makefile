@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 1000000000
 export MALLOC_TRIM_THRESHOLD_ := 1000000000
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_step.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check ser_ssl tests
-	$(BIN)/ruff format --check ser_ssl tests
+	$(BIN)/ruff check ser_ssl tests benchmarks
+	$(BIN)/ruff format --check ser_ssl tests benchmarks
 
 clean:
 	rm -rf runs cache data lightning_logs

@@ -7,9 +7,52 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ser_ssl.data.cache import FEATURES_FILE, INDEX_FILE, FeatureCache
 from ser_ssl.data.synthetic import generate
+
+SMALL_ENCODER = [
+    "--model.init_args.encoder",
+    "ser_ssl.models.VGGLike",
+    "--model.init_args.encoder.init_args.channels",
+    "[8, 16]",
+    "--model.init_args.encoder.init_args.embed_dim",
+    "32",
+]
+
+
+def tiny_args(config: str, root: Path, data: Path, cache: Path) -> list[str]:
+    """CLI arguments that run ``configs/<config>.yaml`` on tiny data, fast, into ``root``."""
+    return [
+        "--config",
+        f"configs/{config}.yaml",
+        "--data.init_args.manifest",
+        str(data),
+        "--data.init_args.cache_dir",
+        str(cache),
+        "--data.init_args.batch_size",
+        "8",
+        "--data.init_args.num_workers",
+        "0",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory, tiny_data) -> Path:
+    """Folder of a real 2-epoch pretraining run through the CLI (small encoder); its cache is in
+    ``cache/`` and its checkpoint in ``pretrain/checkpoints/last.ckpt``."""
+    from ser_ssl.cli import cli_main
+
+    tmp = tmp_path_factory.mktemp("cli")
+    args = tiny_args("pretrain", tmp / "pretrain", tiny_data, tmp / "cache")
+    cli = cli_main(["fit", *args, *SMALL_ENCODER, "--trainer.max_epochs", "2"])
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    return tmp
 
 
 @pytest.fixture(scope="session")

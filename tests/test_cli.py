@@ -7,46 +7,9 @@ import torch
 import yaml
 
 from ser_ssl.cli import cli_main
+from tests.conftest import tiny_args
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_args(config: str, root, data, cache) -> list[str]:
-    return [
-        "--config",
-        f"configs/{config}.yaml",
-        "--data.init_args.manifest",
-        str(data),
-        "--data.init_args.cache_dir",
-        str(cache),
-        "--data.init_args.batch_size",
-        "8",
-        "--data.init_args.num_workers",
-        "0",
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
-
-
-SMALL_ENCODER = [
-    "--model.init_args.encoder",
-    "ser_ssl.models.VGGLike",
-    "--model.init_args.encoder.init_args.channels",
-    "[8, 16]",
-    "--model.init_args.encoder.init_args.embed_dim",
-    "32",
-]
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, tiny_data):
-    tmp = tmp_path_factory.mktemp("cli")
-    args = tiny_args("pretrain", tmp / "pretrain", tiny_data, tmp / "cache")
-    cli = cli_main(["fit", *args, *SMALL_ENCODER, "--trainer.max_epochs", "2"])
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
-    return tmp
 
 
 def test_pretrain_writes_a_checkpoint_and_its_config(pretrained):

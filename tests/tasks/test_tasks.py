@@ -66,40 +66,9 @@ def test_clip_mean_averages_windows_per_clip():
     assert torch.allclose(clip_mean(values, clip, 3), expected)
 
 
-@pytest.fixture(scope="module")
-def pretrained_ckpt(tmp_path_factory, tiny_data):
-    """A SimCLR checkpoint written by a real (one-step) Trainer run with the small encoder."""
-    from ser_ssl.cli import cli_main
-
-    root = tmp_path_factory.mktemp("pretrain")
-    cli_main(
-        [
-            "fit",
-            "--config",
-            "configs/pretrain.yaml",
-            "--data.init_args.manifest",
-            str(tiny_data),
-            "--data.init_args.cache_dir",
-            str(root / "cache"),
-            "--data.init_args.batch_size",
-            "8",
-            "--data.init_args.num_workers",
-            "0",
-            "--model.init_args.encoder",
-            "ser_ssl.models.VGGLike",
-            "--model.init_args.encoder.init_args.channels",
-            "[8, 16]",
-            "--model.init_args.encoder.init_args.embed_dim",
-            "32",
-            "--trainer.max_steps",
-            "2",
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
-    )
-    return root / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def pretrained_ckpt(pretrained):
+    return pretrained / "pretrain" / "checkpoints" / "last.ckpt"
 
 
 def test_pretrained_encoder_round_trips_and_probe_checkpoints_are_refused(pretrained_ckpt, tmp_path):
@@ -122,10 +91,8 @@ def encoder_state(model) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.encoder.state_dict().items()}
 
 
-def fit_downstream(model, tiny_data, tmp_path, epochs: int = 2):
-    dm = LabeledDataModule(
-        manifest=str(tiny_data), cache_dir=str(tmp_path / "cache"), batch_size=8, num_workers=0
-    )
+def fit_downstream(model, tiny_data, cache_dir, epochs: int = 2):
+    dm = LabeledDataModule(manifest=str(tiny_data), cache_dir=str(cache_dir), batch_size=8, num_workers=0)
     trainer = L.Trainer(
         max_epochs=epochs,
         logger=False,
@@ -138,10 +105,10 @@ def fit_downstream(model, tiny_data, tmp_path, epochs: int = 2):
     return trainer, dm
 
 
-def test_probe_leaves_the_encoder_untouched(pretrained_ckpt, tiny_data, tmp_path):
+def test_probe_leaves_the_encoder_untouched(pretrained_ckpt, tiny_data):
     probe = LinearProbe(encoder_checkpoint=str(pretrained_ckpt), lr=0.1)
     before = encoder_state(probe)
-    trainer, dm = fit_downstream(probe, tiny_data, tmp_path)
+    trainer, dm = fit_downstream(probe, tiny_data, pretrained_ckpt.parents[2] / "cache")
     after = encoder_state(probe)
     assert before.keys() == after.keys()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -152,10 +119,10 @@ def test_probe_leaves_the_encoder_untouched(pretrained_ckpt, tiny_data, tmp_path
     assert "val/bal_acc" in trainer.callback_metrics
 
 
-def test_finetune_changes_the_encoder(pretrained_ckpt, tiny_data, tmp_path):
+def test_finetune_changes_the_encoder(pretrained_ckpt, tiny_data):
     model = FineTune(encoder_checkpoint=str(pretrained_ckpt), encoder_lr=0.01, lr=0.01)
     before = encoder_state(model)
-    fit_downstream(model, tiny_data, tmp_path, epochs=1)
+    fit_downstream(model, tiny_data, pretrained_ckpt.parents[2] / "cache", epochs=1)
     after = encoder_state(model)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))
 
