@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from ser_ssl.errors import MissingFileError, UserError
 
 
 def _checkpoint_dir(root_dir: str | None) -> str:
@@ -34,7 +37,7 @@ class SERCLI(LightningCLI):
             return ckpt_path
         last = Path(self.trainer.checkpoint_callback.dirpath) / "last.ckpt"
         if not last.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no trained model at {last}: run `ser-ssl fit` with the same config first, "
                 "or pass --ckpt_path"
             )
@@ -82,9 +85,26 @@ def cli_main(args: list[str] | None = None) -> SERCLI:
     )
 
 
+def user_error(err: BaseException) -> UserError | None:
+    """The :class:`UserError` behind ``err``, also when jsonargparse wrapped it while building a class."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main() -> None:
-    """Entry point of the ``ser-ssl`` console script."""
-    cli_main()
+    """Entry point of the ``ser-ssl`` console script: user errors print one line, not a traceback."""
+    try:
+        cli_main()
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        sys.exit(f"ser-ssl: error: {cause}")
 
 
 if __name__ == "__main__":

@@ -73,3 +73,18 @@ def test_unknown_keys_are_rejected(capsys):
         cli_main(["fit", "--config", "configs/pretrain.yaml", "--model.init_args.temprature", "0.1"])
     assert exit_info.value.code != 0
     assert "temprature" in capsys.readouterr().err
+
+
+def test_user_errors_print_one_line_not_a_traceback(tmp_path, monkeypatch):
+    from ser_ssl.cli import main
+
+    missing = tmp_path / "nothing.ckpt"
+    monkeypatch.setattr(
+        "sys.argv",
+        ["ser-ssl", "fit", "--config", "configs/probe.yaml", "--model.encoder_checkpoint", str(missing)],
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    message = str(exit_info.value.code)
+    assert message.startswith("ser-ssl: error: encoder checkpoint") and str(missing) in message
+    assert "ser-ssl fit --config configs/pretrain.yaml" in message

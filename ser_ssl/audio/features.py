@@ -10,6 +10,8 @@ import torch
 import torchaudio
 from torch import nn
 
+from ser_ssl.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class LogMelConfig:
@@ -75,7 +77,7 @@ class Standardize(nn.Module):
 
     def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         if mean.numel() != self.mean.shape[0]:
-            raise ValueError(f"statistics have {mean.numel()} bands, the model expects {self.mean.shape[0]}")
+            raise ConfigError(f"statistics have {mean.numel()} bands, the model expects {self.mean.shape[0]}")
         self.mean.copy_(mean.reshape(-1, 1))
         self.std.copy_(std.reshape(-1, 1))
         self.fitted.fill_(True)

@@ -9,8 +9,10 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from ser_ssl.errors import DataError
 
-class AudioError(ValueError):
+
+class AudioError(DataError):
     """A file that cannot be used as audio. The message names the file and the reason."""
 
 

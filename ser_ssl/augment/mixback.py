@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ser_ssl.errors import ConfigError
+
 _TINY = 1e-30  # keeps energies and mixtures positive for silent (or -inf) patches
 
 
@@ -34,7 +36,7 @@ class MixBack(nn.Module):
     def __init__(self, alpha: float = 0.05, shared_lambda: bool = False) -> None:
         super().__init__()
         if not 0 <= alpha <= 1:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+            raise ConfigError(f"alpha must lie in [0, 1], got {alpha}")
         self.alpha = alpha
         self.shared_lambda = shared_lambda
 

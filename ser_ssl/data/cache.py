@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ser_ssl.audio import AudioError, LogMel, LogMelConfig, load_audio
+from ser_ssl.errors import DataError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,12 @@ def build_cache(
     """Return the cache directory for ``paths``, building it first if it does not exist.
 
     Files that cannot be decoded are skipped with one warning each and a summary; ``strict``
-    raises on the first instead. Raises ``RuntimeError`` when no file is usable.
+    raises on the first instead. Raises :class:`DataError` when no file is usable.
     """
     paths = [Path(p) for p in paths]
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} listed audio file(s) do not exist, e.g. {missing[0]}")
+        raise MissingFileError(f"{len(missing)} listed audio file(s) do not exist, e.g. {missing[0]}")
     cache_root = Path(cache_root)
     final = cache_root / f"logmel-{cache_key(paths, config)}"
     if (final / INDEX_FILE).is_file():
@@ -133,7 +134,7 @@ def _write(tmp: Path, paths: list[Path], config: LogMelConfig, num_workers: int,
     if skipped:
         log.warning("skipped %d of %d files that could not be used as audio", len(skipped), len(jobs))
     if not clips:
-        raise RuntimeError(f"none of the {len(jobs)} audio files could be used; see the warnings above")
+        raise DataError(f"none of the {len(jobs)} audio files could be used; see the warnings above")
     index = {"config": asdict(config), "n_mels": config.n_mels, "clips": clips, "skipped": skipped}
     (tmp / INDEX_FILE).write_text(json.dumps(index))
 

@@ -18,6 +18,7 @@ from ser_ssl.audio import LogMelConfig
 from ser_ssl.data.cache import FeatureCache, build_cache
 from ser_ssl.data.manifest import Clip, read_manifest
 from ser_ssl.data.views import ClipWindowsDataset, LabeledPatchDataset, TwoViewDataset, collate_windows
+from ser_ssl.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class AudioDataModule(L.LightningDataModule):
                 self.rows.append(row)
         train = self.split_indices(self.train_split)
         if not train:
-            raise ValueError(f"{self.manifest_path()}: no usable clip in split '{self.train_split}'")
+            raise DataError(f"{self.manifest_path()}: no usable clip in split '{self.train_split}'")
         mean, std = self.cache.band_stats([self.rows[i] for i in train])
         self.norm_mean, self.norm_std = torch.from_numpy(mean), torch.from_numpy(std)
 
@@ -120,7 +121,7 @@ class AudioDataModule(L.LightningDataModule):
 
     def _check_batch(self, n: int, what: str) -> None:
         if n < self.batch_size:
-            raise ValueError(
+            raise DataError(
                 f"the {what} set has {n} usable clips, fewer than one batch of {self.batch_size} "
                 "(incomplete batches are dropped); lower --data.batch_size"
             )
@@ -164,7 +165,7 @@ class LabeledDataModule(AudioDataModule):
         super().setup(stage)
         unlabeled = [str(c.path) for c in self.clips if c.label is None]
         if unlabeled:
-            raise ValueError(
+            raise DataError(
                 f"{len(unlabeled)} clips have no label (e.g. {unlabeled[0]}); a labelled task needs one"
             )
         self.classes = sorted({self.clips[i].label for i in self.split_indices(self.train_split)})
@@ -177,7 +178,7 @@ class LabeledDataModule(AudioDataModule):
         index = {c: k for k, c in enumerate(self.classes)}
         unknown = sorted({self.clips[i].label for i in idx} - index.keys())
         if unknown:
-            raise ValueError(f"labels {unknown} do not occur in the training split")
+            raise DataError(f"labels {unknown} do not occur in the training split")
         return [self.rows[i] for i in idx], [index[self.clips[i].label] for i in idx]
 
     def train_dataloader(self) -> DataLoader:
@@ -190,7 +191,7 @@ class LabeledDataModule(AudioDataModule):
     def _eval_loader(self, split: str) -> DataLoader:
         idx = self.split_indices(split)
         if not idx:
-            raise ValueError(f"{self.manifest_path()}: no usable clip in split '{split}'")
+            raise DataError(f"{self.manifest_path()}: no usable clip in split '{split}'")
         rows, targets = self._targets(idx)
         ds = ClipWindowsDataset(self.cache, rows, targets, self.patch_frames, self.eval_hop_frames)
         return self._loader(ds, shuffle=False, batch_size=self.eval_batch_size, collate_fn=collate_windows)

@@ -6,6 +6,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from ser_ssl.errors import DataError, MissingFileError
+
 REQUIRED_COLUMNS = ("filename", "label")
 
 
@@ -23,12 +25,12 @@ def read_manifest(path: str | Path, default_split: str = "train") -> list[Clip]:
     """Read a ``filename,label[,split,group]`` CSV; file names are relative to the CSV's folder."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist; check --data.manifest")
+        raise MissingFileError(f"manifest {path} does not exist; check --data.manifest")
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"manifest {path} lacks the column(s) {missing}; expected a header "
                 "'filename,label' with optional 'split' and 'group'"
             )
@@ -42,5 +44,5 @@ def read_manifest(path: str | Path, default_split: str = "train") -> list[Clip]:
             for row in reader
         ]
     if not clips:
-        raise ValueError(f"manifest {path} lists no clips")
+        raise DataError(f"manifest {path} lists no clips")
     return clips

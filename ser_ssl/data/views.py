@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from ser_ssl.data.cache import FeatureCache
+from ser_ssl.errors import DataError
 
 
 def tile_to(frames: np.ndarray, length: int) -> np.ndarray:
@@ -84,9 +85,7 @@ class TwoViewDataset(_CacheDataset):
     def __init__(self, cache: FeatureCache, rows: Sequence[int], patch_frames: int, rank: int = 0) -> None:
         super().__init__(cache, rows, patch_frames, rank)
         if len(self.rows) < 2:
-            raise ValueError(
-                "two-view pretraining needs at least 2 clips (backgrounds come from other clips)"
-            )
+            raise DataError("two-view pretraining needs at least 2 clips (backgrounds come from other clips)")
 
     def _other(self, index: int) -> int:
         j = int(self.rng.integers(0, len(self.rows) - 1))

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ser_ssl.errors import ConfigError
+
 
 class NTXentLoss(nn.Module):
     """Normalised temperature-scaled cross-entropy over the 2N views of N clips.
@@ -18,7 +20,7 @@ class NTXentLoss(nn.Module):
     def __init__(self, temperature: float = 0.2) -> None:
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:

@@ -10,10 +10,11 @@ import torch
 from jsonargparse import ArgumentParser
 from torch import nn
 
+from ser_ssl.errors import UserError
 from ser_ssl.tasks.simclr import CHECKPOINT_KIND
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot provide an encoder; the message names the file and the fix."""
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from ser_ssl.errors import ConfigError
 from ser_ssl.tasks.base import BaseTask
 from ser_ssl.tasks.checkpoint import load_pretrained
 
@@ -51,11 +52,11 @@ class DownstreamTask(BaseTask):
                 try:
                     encoder.load_state_dict(pretrained.state_dict())
                 except RuntimeError as err:
-                    raise ValueError(f"--model.encoder does not match {encoder_checkpoint}: {err}") from err
+                    raise ConfigError(f"--model.encoder does not match {encoder_checkpoint}: {err}") from err
             if stats:
                 self.normalizer.load_state_dict(stats)
         if encoder is None:
-            raise ValueError("give --model.encoder_checkpoint (a pretraining checkpoint) or --model.encoder")
+            raise ConfigError("give --model.encoder_checkpoint (a pretraining checkpoint) or --model.encoder")
         self.encoder = encoder
         if self.freeze_encoder:
             self.encoder.requires_grad_(False)

@@ -9,6 +9,7 @@ import torch
 import ser_ssl.data.cache as cache_mod
 from ser_ssl.audio import AudioError, LogMel, LogMelConfig, load_audio
 from ser_ssl.data.cache import FEATURES_FILE, FeatureCache, build_cache
+from ser_ssl.errors import DataError
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_bad_files_are_skipped_with_a_warning_or_fail_in_strict_mode(tmp_path, w
     assert any("skipped 1 of 5" in r.message for r in caplog.records)
     with pytest.raises(AudioError, match="strict"):
         build_cache([*wavs, bad], LogMelConfig(), tmp_path / "c2", strict=True)
-    with pytest.raises(RuntimeError, match="none of the 1 audio files"):
+    with pytest.raises(DataError, match="none of the 1 audio files"):
         build_cache([bad], LogMelConfig(), tmp_path / "c3")
 
 
