@@ -130,3 +130,34 @@ def test_finetune_changes_the_encoder(pretrained_ckpt, tiny_data):
 def test_downstream_needs_an_encoder():
     with pytest.raises(ValueError, match="encoder_checkpoint"):
         LinearProbe()
+
+
+class _FakeTrainer:
+    estimated_stepping_batches = 100
+    max_epochs = 10
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_optimizer_skips_weight_decay_on_biases_and_norms_and_warms_up(optimizer, monkeypatch):
+    model = small_simclr(optimizer=optimizer, lr=0.1, weight_decay=1e-4, warmup_epochs=2)
+    monkeypatch.setattr(type(model), "trainer", property(lambda self: _FakeTrainer()))
+    config = model.configure_optimizers()
+    opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert (id(p) in decayed) == (p.ndim > 1), name  # conv/linear weights only
+    assert config["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < 0.001 and max(lrs) == pytest.approx(0.1, rel=0.02)  # 20 warm-up steps to the peak
+    assert lrs.index(max(lrs)) in range(19, 22) and lrs[-1] < 0.001  # then cosine decay to ~0
+
+
+def test_pretraining_logs_loss_and_learning_rate(pretrained):
+    logs = list((pretrained / "pretrain").rglob("metrics.csv"))
+    assert len(logs) == 1
+    header = logs[0].read_text().splitlines()[0].split(",")
+    assert "train/loss" in header and any(col.startswith("lr-") for col in header)
