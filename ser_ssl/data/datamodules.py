@@ -201,6 +201,3 @@ class LabeledDataModule(AudioDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_split)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
