@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ser_ssl.errors import ConfigError
+from ser_ssl.losses.distributed import gather_with_grad, world
 
 
 class NTXentLoss(nn.Module):
@@ -15,6 +16,14 @@ class NTXentLoss(nn.Module):
     ``forward(z1 [N, D], z2 [N, D])`` with L2-normalised rows: row ``i`` of ``z1`` and of ``z2`` are
     the positive pair; every other view in the batch is a negative. The loss is averaged over all
     2N anchors.
+
+    Under DDP (an initialised process group of more than one process) the batch is the global one:
+    the views of every rank are gathered with their gradients and are all negatives, and each rank
+    scores only its own 2N anchors, as rows ``rank * 2N ...`` of the global matrix. The mean of the
+    ranks' losses is then the one-process loss on the concatenated batch, and so are the gradients
+    after DDP averages them: the gather's backward sums what every rank's loss puts on a view, so
+    the ranks' gradients add up to that of the sum of their losses, which DDP divides by the world
+    size. Every rank must hold the same N. In one process nothing is gathered.
     """
 
     def __init__(self, temperature: float = 0.2) -> None:
@@ -24,9 +33,21 @@ class NTXentLoss(nn.Module):
         self.temperature = temperature
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        n = z1.shape[0]
-        z = torch.cat([z1, z2]).float()
-        logits = z @ z.T / self.temperature
-        logits.fill_diagonal_(float("-inf"))  # an anchor is never its own negative
-        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+        if z1.shape != z2.shape:
+            raise ValueError(
+                f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+            )
+        n, d = z1.shape
+        anchors = torch.cat([z1, z2])  # [2N, D], this rank's views
+        rank, size = world()
+        candidates = anchors  # in one process no collective runs
+        if size > 1:  # [2N * world, D]: each rank's 2N views in the order of `anchors`, rank by rank
+            gathered = gather_with_grad(torch.stack([z1, z2], dim=1))  # [N * world, 2, D]
+            candidates = gathered.view(size, n, 2, d).transpose(1, 2).reshape(size * 2 * n, d)
+        offset = rank * 2 * n  # this rank's anchors are rows offset ... offset + 2N of the global matrix
+        anchors = anchors.float()
+        logits = anchors @ candidates.float().T / self.temperature  # [2N, 2N * world]
+        rows = torch.arange(2 * n, device=logits.device)
+        logits[rows, offset + rows] = float("-inf")  # an anchor is never its own negative
+        targets = offset + (rows + n) % (2 * n)  # view i <-> view i + N of the same clip
         return F.cross_entropy(logits, targets)

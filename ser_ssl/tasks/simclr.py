@@ -60,7 +60,7 @@ class SimCLR(BaseTask):
         n = x.shape[0] // 2
         z = self.head(self.encoder(x)).view(n, 2, -1)
         loss = self.criterion(z[:, 0], z[:, 1])
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)  # global under DDP
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
