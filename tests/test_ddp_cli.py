@@ -1,0 +1,29 @@
+"""A real 2-process DDP pretraining run through the `ser-ssl` command (CPU, gloo)."""
+
+import csv
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import SMALL_ENCODER, tiny_args
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_process_pretraining_finishes_with_one_cache_and_one_checkpoint_folder(tmp_path, tiny_data):
+    root = tmp_path / "run"
+    args = tiny_args("pretrain", root, tiny_data, tmp_path / "cache") + SMALL_ENCODER
+    args += ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    args += ["--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "ser_ssl.cli", "fit", *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert [p.name for p in root.rglob("checkpoints")] == ["checkpoints"]
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    (metrics,) = root.rglob("metrics.csv")
+    losses = [float(r["train/loss"]) for r in csv.DictReader(metrics.open()) if r.get("train/loss")]
+    assert losses and all(math.isfinite(x) for x in losses)
