@@ -1,4 +1,8 @@
-"""Encoders: ``forward(x [B, 1, n_mels, frames]) -> h [B, embed_dim]`` with an ``embed_dim`` attribute."""
+"""Encoders: ``forward(x [B, 1, n_mels, frames]) -> h [B, embed_dim]`` with an ``embed_dim`` attribute.
+
+Every encoder also has ``frames(x) -> [B, embed_dim, frames']``, the frame-level embeddings before
+time pooling, and ends in global pooling so any patch length and mel count work.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,22 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ser_ssl.errors import ConfigError
 
-def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
-    """3x3 conv, BatchNorm, ReLU, then 2x2 max-pooling unless it is the last block."""
-    layers: list[nn.Module] = [
+
+def conv_block(c_in: int, c_out: int, pool: tuple[int, int] = (2, 2)) -> nn.Sequential:
+    """3x3 conv, BatchNorm, ReLU, then max-pooling by ``pool`` (frequency, time)."""
+    return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
-    ]
-    if pool:
-        layers.append(nn.MaxPool2d(2, ceil_mode=True))
-    return nn.Sequential(*layers)
+        nn.MaxPool2d(pool, ceil_mode=True),
+    )
+
+
+def pool_time(seq: torch.Tensor) -> torch.Tensor:
+    """``[B, D, frames]`` -> ``[B, D]``: mean + max over time, so both steady and brief events count."""
+    return seq.mean(dim=-1) + seq.amax(dim=-1)
 
 
 class VGGLike(nn.Module):
@@ -31,9 +40,7 @@ class VGGLike(nn.Module):
     def __init__(self, channels: Sequence[int] = (32, 64, 128, 128), embed_dim: int = 512) -> None:
         super().__init__()
         chans = [1, *channels]
-        self.features = nn.Sequential(
-            *[conv_block(chans[i], chans[i + 1], pool=True) for i in range(len(channels))]
-        )
+        self.features = nn.Sequential(*[conv_block(chans[i], chans[i + 1]) for i in range(len(channels))])
         self.project = nn.Sequential(
             nn.Conv2d(chans[-1], embed_dim, 1, bias=False), nn.BatchNorm2d(embed_dim), nn.ReLU(inplace=True)
         )
@@ -44,5 +51,105 @@ class VGGLike(nn.Module):
         return self.project(self.features(x)).mean(dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        seq = self.frames(x)
-        return seq.mean(dim=-1) + seq.amax(dim=-1)
+        return pool_time(self.frames(x))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 convs with BatchNorm and an identity (or 1x1-conv) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 (basic blocks, [2, 2, 2, 2], widths 64-128-256-512) for one-channel log-mel patches.
+
+    About 11.2 M parameters and a ``512 * width``-d embedding. The ImageNet stem (7x7 stride-2
+    conv and max-pool, total stride 32) would leave only 3x4 cells of a 96x101 patch, so the stem
+    here is a 3x3 stride-1 conv then 2x2 max-pooling: the first conv sees full-resolution
+    spectro-temporal detail, and the total stride of 16 matches ``VGGLike`` (7 frames per 101).
+    ``width`` scales every channel count (0.5 costs about a quarter of the compute).
+    Pooling is ``VGGLike``'s: mean over frequency, then mean + max over time.
+    """
+
+    def __init__(self, width: float = 1.0) -> None:
+        super().__init__()
+        if width <= 0:
+            raise ConfigError(f"width must be positive, got {width}")
+        chans = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, chans[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(chans[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, ceil_mode=True),
+        )
+        stages: list[nn.Module] = []
+        c_in = chans[0]
+        for i, c_out in enumerate(chans):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out)))
+            c_in = c_out
+        self.layers = nn.Sequential(*stages)
+        self.embed_dim = chans[-1]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # He initialisation suits the ReLU residual stack
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Frame-level embeddings ``[B, embed_dim, frames']`` (one per 16 input frames)."""
+        return self.layers(self.stem(x)).mean(dim=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pool_time(self.frames(x))
+
+
+class CRNN(nn.Module):
+    """Convolutional recurrent network: about 1.0 M parameters and a 64-d embedding.
+
+    Four conv blocks (32-128-256-256 channels; the first is narrow as it runs at full resolution)
+    halve the frequency axis each but the time axis only in the first two, keeping one frame per 4
+    input frames for the recurrent part; the remaining frequency cells are averaged (so any mel
+    count works) and a bidirectional GRU with 32 units per direction models the frame sequence.
+    Its 64-d outputs are the frame embeddings, pooled like ``VGGLike``'s (mean + max over time).
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (32, 128, 256, 256),
+        time_pools: Sequence[int] = (2, 2, 1, 1),
+        embed_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(time_pools):
+            raise ConfigError("channels and time_pools need one entry per conv block")
+        if embed_dim % 2:
+            raise ConfigError(f"embed_dim is split between two GRU directions, so must be even: {embed_dim}")
+        chans = [1, *channels]
+        self.features = nn.Sequential(
+            *[conv_block(chans[i], chans[i + 1], (2, t)) for i, t in enumerate(time_pools)]
+        )
+        self.gru = nn.GRU(chans[-1], embed_dim // 2, batch_first=True, bidirectional=True)
+        self.embed_dim = embed_dim
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-frame GRU outputs ``[B, embed_dim, frames']`` (one per ``prod(time_pools)`` input frames)."""
+        seq = self.features(x).mean(dim=2).transpose(1, 2).contiguous()  # [B, frames', C]
+        return self.gru(seq)[0].transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pool_time(self.frames(x))
