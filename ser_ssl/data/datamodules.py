@@ -7,7 +7,6 @@ normalisation statistics over the training split.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import lightning as L
@@ -19,8 +18,6 @@ from ser_ssl.data.cache import FeatureCache, build_cache
 from ser_ssl.data.manifest import Clip, read_manifest
 from ser_ssl.data.views import ClipWindowsDataset, LabeledPatchDataset, TwoViewDataset, collate_windows
 from ser_ssl.errors import DataError
-
-log = logging.getLogger(__name__)
 
 
 class AudioDataModule(L.LightningDataModule):
@@ -64,6 +61,7 @@ class AudioDataModule(L.LightningDataModule):
         self.train_split = train_split
         self.cache: FeatureCache | None = None
         self.clips: list[Clip] = []
+        self.rows: list[int] = []  # cache row of each usable clip, parallel to self.clips
         self.norm_mean: torch.Tensor | None = None
         self.norm_std: torch.Tensor | None = None
 
@@ -77,16 +75,19 @@ class AudioDataModule(L.LightningDataModule):
             from ser_ssl.data.synthetic import generate
 
             generate(self.synthetic_root)
+        self._cached_manifest()
+
+    def _cached_manifest(self) -> tuple[list[Clip], Path]:
+        """The manifest's clips and their cache directory (built first if it does not exist yet)."""
         clips = read_manifest(self.manifest_path())
-        build_cache([c.path for c in clips], self.features, self.cache_dir, self.num_workers, self.strict)
+        paths = [c.path for c in clips]
+        return clips, build_cache(paths, self.features, self.cache_dir, self.num_workers, self.strict)
 
     def setup(self, stage: str | None = None) -> None:
         if self.cache is not None:
             return
-        clips = read_manifest(self.manifest_path())
-        self.cache = FeatureCache(
-            build_cache([c.path for c in clips], self.features, self.cache_dir, self.num_workers, self.strict)
-        )
+        clips, cache_dir = self._cached_manifest()
+        self.cache = FeatureCache(cache_dir)
         row_of = self.cache.row_of()
         self.clips, self.rows = [], []
         for clip in clips:
