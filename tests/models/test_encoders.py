@@ -1,6 +1,7 @@
 """The encoder contract, checked for every encoder: shapes, size, gradients, modes, frames, CLI presets."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -97,10 +98,20 @@ def test_modes_differ_only_in_batchnorm(name):
         ("crnn", []),
     ],
 )
-def test_preset_pretrains_one_step(preset, extra, tiny_data, tmp_path):
+def test_preset_pretrains_then_probes_through_the_cli(preset, extra, tiny_data, tmp_path):
     args = tiny_args("pretrain", tmp_path / "run", tiny_data, tmp_path / "cache")
     args[2:2] = ["--config", f"configs/encoders/{preset}.yaml"]  # layered right after the task config
     cli = cli_main(["fit", *args, *extra, "--trainer.max_steps", "1"])
     assert type(cli.model.encoder).__name__.lower() == preset
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+
+    probe = tiny_args("probe", tmp_path / "probe", tiny_data, tmp_path / "cache")
+    probe += ["--model.init_args.encoder_checkpoint", str(checkpoint), "--trainer.max_epochs", "1"]
+    fit = cli_main(["fit", *probe, "--trainer.check_val_every_n_epoch", "1"])
+    assert type(fit.model.encoder).__name__.lower() == preset  # rebuilt from the checkpoint alone
+    assert fit.model.classifier[-1].in_features == cli.model.encoder.embed_dim
+    cli_main(["test", *probe])
+    metrics = json.loads((tmp_path / "probe" / "test_metrics.json").read_text())
+    assert 0.0 <= metrics["test/bal_acc"] <= 1.0
