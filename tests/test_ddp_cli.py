@@ -1,4 +1,5 @@
-"""A real 2-process DDP pretraining run through the `ser-ssl` command (CPU, gloo)."""
+"""Real 2-process DDP pretraining runs through the `ser-ssl` command (CPU, gloo), launched by
+Lightning itself and by torchrun, with the DDP preset (SyncBatchNorm on)."""
 
 import csv
 import math
@@ -11,16 +12,31 @@ from tests.conftest import SMALL_ENCODER, tiny_args
 
 pytestmark = pytest.mark.slow
 
+LAUNCHERS = {
+    "lightning": [sys.executable, "-m", "ser_ssl.cli"],
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ser_ssl.cli"],
+}
 
-def test_two_process_pretraining_finishes_with_one_cache_and_one_checkpoint_folder(tmp_path, tiny_data):
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_process_pretraining_finishes_with_one_cache_and_one_checkpoint_folder(
+    launcher, tmp_path, tiny_data
+):
     root = tmp_path / "run"
     args = tiny_args("pretrain", root, tiny_data, tmp_path / "cache") + SMALL_ENCODER
-    args += ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    args[2:2] = ["--config", "configs/ddp.yaml"]
+    args += [
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--model.init_args.lr_scaling",
+        "linear",
+    ]
     args += ["--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1"]
-    done = subprocess.run(
-        [sys.executable, "-m", "ser_ssl.cli", "fit", *args], capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([*LAUNCHERS[launcher], "fit", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "peak learning rates multiplied by 0.0625" in done.stdout + done.stderr  # 8 x 2 / 256
     assert len(list((tmp_path / "cache").iterdir())) == 1
     assert [p.name for p in root.rglob("checkpoints")] == ["checkpoints"]
     assert (root / "checkpoints" / "last.ckpt").is_file()

@@ -3,5 +3,6 @@
 from ser_ssl.tasks.checkpoint import load_pretrained
 from ser_ssl.tasks.downstream import FineTune, LinearProbe
 from ser_ssl.tasks.simclr import SimCLR
+from ser_ssl.tasks.sync import SyncBatchNorm
 
-__all__ = ["FineTune", "LinearProbe", "SimCLR", "load_pretrained"]
+__all__ = ["FineTune", "LinearProbe", "SimCLR", "SyncBatchNorm", "load_pretrained"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from ser_ssl.audio import Standardize
+from ser_ssl.errors import ConfigError
 
 
 class BaseTask(L.LightningModule):
@@ -23,6 +26,10 @@ class BaseTask(L.LightningModule):
         warmup_epochs: linear warm-up length; the rest of training follows a cosine decay to 0.
         channels_last: run convolutions in the channels-last memory format (about 1.5-1.8x faster
             fp32 training on the 2-core CPUs we measured; see the README).
+        lr_scaling: scale every peak learning rate by the global batch (clips per step over all
+            processes and accumulated batches) over 256: ``linear`` (Goyal et al. 2017) or ``sqrt``
+            (SimCLR's choice for large batches); ``none`` uses ``lr`` as given. Lets one config move
+            between device counts without retuning.
     """
 
     def __init__(
@@ -34,6 +41,7 @@ class BaseTask(L.LightningModule):
         weight_decay: float = 1e-4,
         warmup_epochs: float = 0.0,
         channels_last: bool = False,
+        lr_scaling: Literal["none", "linear", "sqrt"] = "none",
     ) -> None:
         super().__init__()
         self.normalizer = Standardize(n_mels)
@@ -43,6 +51,7 @@ class BaseTask(L.LightningModule):
         self.weight_decay = weight_decay
         self.warmup_epochs = warmup_epochs
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.lr_scaling = lr_scaling
 
     def setup(self, stage: str) -> None:
         """Take the normalisation statistics from the data module unless they came with the weights."""
@@ -59,9 +68,24 @@ class BaseTask(L.LightningModule):
         """Modules to optimise with their peak learning rates."""
         return [(self, self.lr)]
 
+    def lr_factor(self) -> float:
+        """The factor ``lr_scaling`` applies to every peak learning rate (1 without scaling)."""
+        if self.lr_scaling == "none":
+            return 1.0
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if not isinstance(batch_size, int):
+            raise ConfigError("lr_scaling needs a data module with an integer batch_size")
+        global_batch = batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        factor = global_batch / 256
+        return factor if self.lr_scaling == "linear" else math.sqrt(factor)
+
     def configure_optimizers(self):
+        factor = self.lr_factor()
+        if factor != 1.0:
+            rank_zero_info(f"lr_scaling={self.lr_scaling}: peak learning rates multiplied by {factor:.4g}")
         groups = []
-        for module, lr in self.trainable_modules():
+        for module, base_lr in self.trainable_modules():
+            lr = base_lr * factor
             params = [p for p in module.parameters() if p.requires_grad]
             decay = [p for p in params if p.ndim > 1]
             no_decay = [p for p in params if p.ndim <= 1]  # biases and norm weights
@@ -71,9 +95,9 @@ class BaseTask(L.LightningModule):
             ]
         groups = [g for g in groups if g["params"]]
         if self.optimizer_name == "sgd":
-            opt = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum)
+            opt = torch.optim.SGD(groups, momentum=self.momentum)
         else:
-            opt = torch.optim.AdamW(groups, lr=self.lr, betas=(self.momentum, 0.999))
+            opt = torch.optim.AdamW(groups, betas=(self.momentum, 0.999))
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         warmup = min(int(total * self.warmup_epochs / epochs), total - 1)

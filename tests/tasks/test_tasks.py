@@ -156,6 +156,22 @@ def test_optimizer_skips_weight_decay_on_biases_and_norms_and_warms_up(optimizer
     assert lrs.index(max(lrs)) in range(19, 22) and lrs[-1] < 0.001  # then cosine decay to ~0
 
 
+@pytest.mark.parametrize(
+    "scaling, devices, accumulate, factor",
+    [("none", 4, 1, 1.0), ("linear", 1, 1, 0.25), ("linear", 4, 2, 2.0), ("sqrt", 4, 1, 1.0)],
+)
+def test_lr_scaling_follows_the_global_batch(scaling, devices, accumulate, factor, monkeypatch):
+    class Trainer(_FakeTrainer):
+        world_size = devices
+        accumulate_grad_batches = accumulate
+        datamodule = type("DataModule", (), {"batch_size": 64})()
+
+    model = small_simclr(optimizer="sgd", lr=0.2, lr_scaling=scaling)
+    monkeypatch.setattr(type(model), "trainer", property(lambda self: Trainer()))
+    opt = model.configure_optimizers()["optimizer"]
+    assert all(g["initial_lr"] == pytest.approx(0.2 * factor) for g in opt.param_groups)
+
+
 def test_pretraining_logs_loss_and_learning_rate(pretrained):
     logs = list((pretrained / "pretrain").rglob("metrics.csv"))
     assert len(logs) == 1
