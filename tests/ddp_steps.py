@@ -51,6 +51,7 @@ def main(out: str, devices: int, batch_size: int, sync_bn: bool) -> None:
     model = SimCLR(
         encoder=VGGLike(channels=[4, 8], embed_dim=16),
         mixback=None,
+        augment=[],  # random views would differ between the two set-ups
         proj_hidden_dim=16,
         proj_dim=8,
         n_mels=N_MELS,

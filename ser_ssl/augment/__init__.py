@@ -1,6 +1,27 @@
 """Mix-back and spectrogram augmentations, batched on the training device."""
 
+from ser_ssl.augment.compose import Augmentations, Stage
 from ser_ssl.augment.mixback import MixBack, mix_back
-from ser_ssl.augment.transforms import GaussianNoise
+from ser_ssl.augment.transforms import (
+    BatchTransform,
+    Compression,
+    GaussianBlur,
+    GaussianNoise,
+    RandomResizedCrop,
+    RandomShift,
+    SpecAugment,
+)
 
-__all__ = ["GaussianNoise", "MixBack", "mix_back"]
+__all__ = [
+    "Augmentations",
+    "BatchTransform",
+    "Compression",
+    "GaussianBlur",
+    "GaussianNoise",
+    "MixBack",
+    "RandomResizedCrop",
+    "RandomShift",
+    "SpecAugment",
+    "Stage",
+    "mix_back",
+]

@@ -27,7 +27,7 @@ def test_a_few_simclr_steps_lower_the_loss_on_a_fixed_batch():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(30):
-        loss = model.training_step(x, 0)
+        loss = model.training_step(x, 0)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -46,6 +46,49 @@ def test_batch_transfer_mixes_normalises_and_augments_views():
     assert x.shape == (6, 1, 16, 24)
     assert torch.isfinite(x).all() and x.abs().max() < 1.0  # mixed back lightly around the mean 0
     assert (x != 0).any()
+
+
+class _Loop:
+    total_batch_idx = 4
+
+
+class _RankTrainer:
+    fit_loop = _Loop()
+
+    def __init__(self, rank: int) -> None:
+        self.global_rank = rank
+
+
+def test_views_come_from_the_seed_rank_and_batch_and_leave_the_global_rng_alone():
+    model = SimCLR(encoder=build_module(SMALL), n_mels=16)
+    batch = {"views": torch.randn(4, 2, 1, 16, 24), "backgrounds": torch.randn(4, 2, 1, 16, 24)}
+
+    def views(rank: int, batch_index: int = 4) -> torch.Tensor:
+        _Loop.total_batch_idx = batch_index
+        model._trainer = _RankTrainer(rank)
+        return model.on_after_batch_transfer(batch, 0)
+
+    state = torch.get_rng_state()
+    first = views(rank=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(123)  # whatever else drew from the global RNG in between
+    assert torch.equal(views(rank=0), first)
+    assert not torch.allclose(views(rank=1), first)
+    assert not torch.allclose(views(rank=0, batch_index=5), first)
+    model._trainer = None
+
+
+def test_second_view_pipeline_applies_to_the_second_view_only():
+    from ser_ssl.augment import Compression
+
+    squash = Compression(low=0.0, high=0.0)  # every value becomes its patch's mean
+    model = SimCLR(
+        encoder=build_module(SMALL), n_mels=16, mixback=None, augment=[], second_view_augment=[squash]
+    )
+    views = torch.randn(3, 2, 1, 16, 24)
+    x = model.on_after_batch_transfer({"views": views}, 0).view(3, 2, 1, 16, 24)
+    assert torch.allclose(x[:, 0], views[:, 0])
+    assert torch.allclose(x[:, 1], views[:, 1].mean(dim=(1, 2, 3), keepdim=True).expand_as(views[:, 1]))
 
 
 def test_load_pretrained_errors_are_clear(tmp_path):
