@@ -1,31 +1,41 @@
 """LightningDataModules: pretraining (two views per clip) and labelled downstream tasks.
 
-``prepare_data`` (once per node) generates the built-in data set when no manifest is configured
-and builds the feature cache; ``setup`` (every process) opens the cache and computes the per-band
+``prepare_data`` (once per node) generates the built-in data set when no source is configured and
+builds the feature cache; ``setup`` (every process) opens the cache and computes the per-band
 normalisation statistics over the training split.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.data.cache import FeatureCache, build_cache
-from ser_ssl.data.manifest import Clip, read_manifest
+from ser_ssl.data.manifest import Clip
+from ser_ssl.data.sources import CSVManifest, DataSource
 from ser_ssl.data.views import ClipWindowsDataset, LabeledPatchDataset, TwoViewDataset, collate_windows
-from ser_ssl.errors import DataError
+from ser_ssl.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 class AudioDataModule(L.LightningDataModule):
     """Manifest, cache and normalisation statistics shared by every task.
 
     Args:
-        manifest: CSV with ``filename,label[,split,group]`` (paths relative to the CSV). ``None``
-            uses the built-in synthetic data set, generated under ``synthetic_root`` when missing.
+        manifest: CSV with ``filename,label[,split,group,fold]`` (paths relative to the CSV), the
+            shorthand for ``source: {class_path: ser_ssl.data.CSVManifest, init_args: {path: ...}}``.
+        source: the data set (a :class:`~ser_ssl.data.sources.DataSource`: FolderSource, FSD50K,
+            FSDnoisy18k, ESC50, UrbanSound8K, CSVManifest); presets in ``configs/data/``. With
+            neither ``manifest`` nor ``source`` the built-in synthetic data set is used, generated
+            under ``synthetic_root`` when missing.
         synthetic_root: where the built-in data set lives.
         cache_dir: root of the feature caches.
         features: log-mel settings (METHOD §1).
@@ -39,6 +49,7 @@ class AudioDataModule(L.LightningDataModule):
     def __init__(
         self,
         manifest: str | None = None,
+        source: DataSource | None = None,
         synthetic_root: str = "data/synthetic",
         cache_dir: str = "cache",
         features: LogMelConfig = LogMelConfig(),
@@ -49,8 +60,14 @@ class AudioDataModule(L.LightningDataModule):
         train_split: str = "train",
     ) -> None:
         super().__init__()
+        if manifest is not None and source is not None:
+            raise ConfigError(
+                f"both data.manifest ({manifest}) and data.source ({source.describe()}) are set; "
+                "give one of them (a manifest is the same as source: ser_ssl.data.CSVManifest)"
+            )
         self.save_hyperparameters()
         self.manifest = manifest
+        self.source = source
         self.synthetic_root = synthetic_root
         self.cache_dir = cache_dir
         self.features = features
@@ -65,21 +82,27 @@ class AudioDataModule(L.LightningDataModule):
         self.norm_mean: torch.Tensor | None = None
         self.norm_std: torch.Tensor | None = None
 
-    def manifest_path(self) -> Path:
+    @property
+    def data_source(self) -> DataSource:
+        """The configured source; a manifest or the built-in set are read as a CSVManifest."""
+        if self.source is not None:
+            return self.source
         if self.manifest is not None:
-            return Path(self.manifest)
-        return Path(self.synthetic_root) / "manifest.csv"
+            return CSVManifest(self.manifest)
+        from ser_ssl.data.synthetic import MANIFEST
+
+        return CSVManifest(str(Path(self.synthetic_root) / MANIFEST))
 
     def prepare_data(self) -> None:
-        if self.manifest is None:
+        if self.manifest is None and self.source is None:
             from ser_ssl.data.synthetic import generate
 
             generate(self.synthetic_root)
         self._cached_manifest()
 
     def _cached_manifest(self) -> tuple[list[Clip], Path]:
-        """The manifest's clips and their cache directory (built first if it does not exist yet)."""
-        clips = read_manifest(self.manifest_path())
+        """The source's clips and their cache directory (built first if it does not exist yet)."""
+        clips = self.data_source.clips()
         paths = [c.path for c in clips]
         return clips, build_cache(paths, self.features, self.cache_dir, self.num_workers, self.strict)
 
@@ -97,7 +120,7 @@ class AudioDataModule(L.LightningDataModule):
                 self.rows.append(row)
         train = self.split_indices(self.train_split)
         if not train:
-            raise DataError(f"{self.manifest_path()}: no usable clip in split '{self.train_split}'")
+            raise DataError(f"{self.data_source.describe()}: no usable clip in split '{self.train_split}'")
         mean, std = self.cache.band_stats([self.rows[i] for i in train])
         self.norm_mean, self.norm_std = torch.from_numpy(mean), torch.from_numpy(std)
 
@@ -145,6 +168,12 @@ class LabeledDataModule(AudioDataModule):
         eval_hop_frames: hop between evaluation windows (default: ``patch_frames``, no overlap).
         eval_batch_size: clips per evaluation batch (all windows of a clip stay in one batch).
         val_split / test_split: manifest split names; a missing validation split skips validation.
+        label_fraction: share of the training clips whose labels are used (the label-efficiency
+            protocol), drawn per class so the class balance stays, at least one clip per class.
+            The subsets are nested: for one ``label_seed`` a smaller fraction keeps a subset of the
+            clips of a larger one. Validation and test always use every clip; the normalisation
+            statistics use the audio (not the labels) of every training clip.
+        label_seed: seed of that draw.
     """
 
     def __init__(
@@ -153,23 +182,61 @@ class LabeledDataModule(AudioDataModule):
         eval_batch_size: int = 16,
         val_split: str = "val",
         test_split: str = "test",
+        label_fraction: float = 1.0,
+        label_seed: int = 0,
         **kwargs,
     ) -> None:
+        if not 0.0 < label_fraction <= 1.0:
+            raise ConfigError(f"label_fraction must be in (0, 1], got {label_fraction}")
         super().__init__(**kwargs)
         self.eval_hop_frames = eval_hop_frames
         self.eval_batch_size = eval_batch_size
         self.val_split = val_split
         self.test_split = test_split
+        self.label_fraction = label_fraction
+        self.label_seed = label_seed
         self.classes: list[str] = []
+        self.train_idx: list[int] = []  # positions in self.clips of the training clips with labels
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
-        unlabeled = [str(c.path) for c in self.clips if c.label is None]
+        unlabeled = [str(c.path) for c in self.clips if not c.labels]
         if unlabeled:
             raise DataError(
                 f"{len(unlabeled)} clips have no label (e.g. {unlabeled[0]}); a labelled task needs one"
             )
-        self.classes = sorted({self.clips[i].label for i in self.split_indices(self.train_split)})
+        multi = [c for c in self.clips if len(c.labels) > 1]
+        if multi:
+            raise DataError(
+                f"{self.data_source.describe()}: {len(multi)} clips have several labels "
+                f"(e.g. {multi[0].path}: {list(multi[0].labels)}); multi-label downstream training "
+                "is not supported yet (pretraining on this data works: it ignores the labels)"
+            )
+        train = self.split_indices(self.train_split)
+        self.classes = sorted({self.clips[i].label for i in train})
+        self.train_idx = self.label_subset(train)
+        if len(self.train_idx) < len(train):
+            log.info(
+                "label_fraction %g: training on %d of %d labelled clips",
+                self.label_fraction,
+                len(self.train_idx),
+                len(train),
+            )
+
+    def label_subset(self, idx: list[int]) -> list[int]:
+        """The ``label_fraction`` of ``idx`` kept per class (seeded; at least one clip per class)."""
+        if self.label_fraction >= 1.0:
+            return list(idx)
+        by_class: dict[str, list[int]] = defaultdict(list)
+        for i in idx:
+            by_class[self.clips[i].label].append(i)
+        rng = np.random.default_rng(self.label_seed)
+        keep = []
+        for label in sorted(by_class):
+            members = by_class[label]
+            k = max(1, int(len(members) * self.label_fraction + 0.5))
+            keep += [members[j] for j in rng.permutation(len(members))[:k]]
+        return sorted(keep)
 
     @property
     def num_classes(self) -> int:
@@ -183,8 +250,9 @@ class LabeledDataModule(AudioDataModule):
         return [self.rows[i] for i in idx], [index[self.clips[i].label] for i in idx]
 
     def train_dataloader(self) -> DataLoader:
-        idx = self.split_indices(self.train_split)
-        self._check_batch(len(idx), "training")
+        idx = self.train_idx
+        what = "training" if self.label_fraction >= 1 else f"training (label_fraction {self.label_fraction})"
+        self._check_batch(len(idx), what)
         rows, targets = self._targets(idx)
         ds = LabeledPatchDataset(self.cache, rows, targets, self.patch_frames, self.rank)
         return self._loader(ds, shuffle=True, batch_size=self.batch_size)
@@ -192,7 +260,7 @@ class LabeledDataModule(AudioDataModule):
     def _eval_loader(self, split: str) -> DataLoader:
         idx = self.split_indices(split)
         if not idx:
-            raise DataError(f"{self.manifest_path()}: no usable clip in split '{split}'")
+            raise DataError(f"{self.data_source.describe()}: no usable clip in split '{split}'")
         rows, targets = self._targets(idx)
         ds = ClipWindowsDataset(self.cache, rows, targets, self.patch_frames, self.eval_hop_frames)
         return self._loader(ds, shuffle=False, batch_size=self.eval_batch_size, collate_fn=collate_windows)

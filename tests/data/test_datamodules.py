@@ -1,0 +1,115 @@
+"""Tests of the data modules' choice of source, label fractions and the multi-label guard."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from ser_ssl.data import CSVManifest, FolderSource, LabeledDataModule, SSLDataModule
+from ser_ssl.errors import ConfigError, DataError
+from tests.data.test_sources import wav, write_csv
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache for the module: every data module over ``tiny_data`` reuses the same build."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def labelled(tiny_data: Path, cache_dir: Path, **kwargs) -> LabeledDataModule:
+    dm = LabeledDataModule(
+        manifest=str(tiny_data), cache_dir=str(cache_dir), batch_size=4, num_workers=0, **kwargs
+    )
+    dm.setup("fit")
+    return dm
+
+
+def train_paths(dm: LabeledDataModule) -> set[Path]:
+    return {dm.clips[i].path for i in dm.train_idx}
+
+
+def test_label_fraction_is_stratified_seeded_and_nested(tiny_data, cache_dir):
+    full = labelled(tiny_data, cache_dir)
+    assert full.train_idx == full.split_indices("train") and full.num_classes == 12
+    half = labelled(tiny_data, cache_dir, label_fraction=0.5)
+    assert half.classes == full.classes
+    per_class = Counter(half.clips[i].label for i in half.train_idx)
+    assert per_class == {c: 2 for c in full.classes}  # 4 training clips per class
+    tenth = labelled(tiny_data, cache_dir, label_fraction=0.1)
+    assert Counter(tenth.clips[i].label for i in tenth.train_idx) == {c: 1 for c in full.classes}
+    assert train_paths(tenth) <= train_paths(half)  # nested for one seed
+    assert train_paths(labelled(tiny_data, cache_dir, label_fraction=0.5)) == train_paths(half)
+    other = labelled(tiny_data, cache_dir, label_fraction=0.5, label_seed=1)
+    assert train_paths(other) != train_paths(half)
+    # evaluation and the normalisation statistics are not affected
+    assert half.split_indices("val") == full.split_indices("val")
+    assert torch.equal(half.norm_mean, full.norm_mean)
+    x, y = next(iter(half.train_dataloader()))
+    assert x.shape[0] == 4 and y.shape == (4,)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_label_fraction_out_of_range(fraction):
+    with pytest.raises(ConfigError, match="label_fraction"):
+        LabeledDataModule(label_fraction=fraction)
+
+
+def test_manifest_and_source_are_exclusive(tmp_path):
+    with pytest.raises(ConfigError, match="give one of them"):
+        SSLDataModule(manifest="m.csv", source=CSVManifest("m.csv"))
+    assert SSLDataModule(manifest="m.csv").data_source.root == Path("m.csv")
+    assert SSLDataModule(synthetic_root=str(tmp_path)).data_source.root == tmp_path / "manifest.csv"
+    source = FolderSource(str(tmp_path))
+    assert SSLDataModule(source=source).data_source is source
+
+
+@pytest.fixture
+def multilabel(tmp_path) -> Path:
+    rows = []
+    for i in range(6):
+        wav(tmp_path / f"{i}.wav", seed=i)
+        rows.append([f"{i}.wav", "dog;bark" if i % 2 else "music", "test" if i == 5 else "train"])
+    return write_csv(tmp_path / "m.csv", rows, ["filename", "label", "split"])
+
+
+def test_multilabel_data_pretrains_but_is_refused_downstream(multilabel, tmp_path):
+    kwargs = dict(
+        source=CSVManifest(str(multilabel)),
+        cache_dir=str(tmp_path / "cache"),
+        batch_size=2,
+        num_workers=0,
+        patch_frames=8,
+    )
+    ssl = SSLDataModule(**kwargs)
+    ssl.prepare_data()
+    ssl.setup("fit")
+    batch = next(iter(ssl.train_dataloader()))
+    assert batch["views"].shape[:2] == (2, 2)
+    with pytest.raises(DataError, match="multi-label downstream training is not supported yet"):
+        LabeledDataModule(**kwargs).setup("fit")
+
+
+def test_folder_source_end_to_end(tmp_path):
+    root = tmp_path / "sounds"
+    for k, cls in enumerate(["bird", "car"]):
+        for i in range(6):
+            wav(root / cls / f"{i}.wav", seed=10 * k + i)
+    dm = LabeledDataModule(
+        source=FolderSource(str(root), val_fraction=0.2, test_fraction=0.2, seed=0),
+        cache_dir=str(tmp_path / "cache"),
+        batch_size=4,
+        num_workers=0,
+        patch_frames=8,
+        eval_batch_size=2,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.classes == ["bird", "car"]
+    assert Counter(c.split for c in dm.clips) == {"train": 8, "val": 2, "test": 2}
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 1, 96, 8) and x.dtype == torch.float32
+    assert set(y.tolist()) <= {0, 1}
+    assert len(dm.val_dataloader()) == 1 and len(dm.test_dataloader()) == 1
