@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 
 from ser_ssl.errors import MissingFileError, UserError
 
@@ -18,12 +20,28 @@ def _checkpoint_dir(root_dir: str | None) -> str:
     return str(Path(root_dir or ".") / "checkpoints")
 
 
-class SERCLI(LightningCLI):
-    """Adds one checkpoint callback whose folder follows ``trainer.default_root_dir``.
+WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
 
-    Checkpoints land in ``<default_root_dir>/checkpoints`` with ``last.ckpt`` overwritten at every
-    save, so ``ser-ssl test`` and ``ser-ssl validate`` with the same config find the trained model
-    without being told; ``--ckpt_path`` picks another one.
+
+class ConfigToLoggers(SaveConfigCallback):
+    """Besides ``config.yaml`` in the log folder, hands the full resolved config to every logger
+    (the run config of W&B, ``hparams.yaml`` of the CSV logger), so each run records how it was made."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
+
+
+class SERCLI(LightningCLI):
+    """Everything a run writes lives under ``trainer.default_root_dir``.
+
+    - One checkpoint callback: ``<default_root_dir>/checkpoints`` with ``last.ckpt`` overwritten at
+      every save, so ``ser-ssl test`` and ``ser-ssl validate`` with the same config find the trained
+      model without being told; ``--ckpt_path`` picks another one.
+    - Loggers whose ``save_dir`` is ``.`` (W&B's default) write under ``default_root_dir`` too.
+    - ``--wandb offline|online|disabled`` switches every configured ``WandbLogger`` in one flag:
+      offline by default (no account, no network; ``wandb sync`` later).
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -31,6 +49,42 @@ class SERCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.enable_version_counter": False})
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
         parser.link_arguments("data.init_args.features.n_mels", "model.init_args.n_mels")
+        parser.add_argument(
+            "--wandb",
+            type=Literal["offline", "online", "disabled"],
+            default="offline",
+            help="WandbLogger mode: offline (default; `wandb sync` later), online or disabled",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = config.trainer.logger
+        if not isinstance(loggers, list):
+            return
+        kept = []
+        for logger in loggers:
+            args = logger.init_args
+            if logger.class_path == WANDB_LOGGER:
+                if config.wandb == "disabled":
+                    continue
+                args.offline = config.wandb == "offline"
+            if args.get("save_dir") in (None, "."):
+                args.save_dir = config.trainer.default_root_dir or "."
+            kept.append(logger)
+        config.trainer.logger = kept or True  # Lightning's default logger when W&B was the only one
+
+    def _finish_wandb(self) -> None:
+        """Close the W&B run when the command ends, so its files are complete even when the CLI runs
+        inside a longer Python process (a notebook, the tests) rather than exiting."""
+        for logger in self.trainer.loggers:
+            if (
+                isinstance(logger, WandbLogger)
+                and logger._experiment is not None
+                and self.trainer.is_global_zero
+            ):
+                logger.experiment.finish()
+
+    after_fit = after_validate = after_test = after_predict = _finish_wandb
 
     def _trained_checkpoint(self, ckpt_path: str | None) -> str:
         if ckpt_path is not None:
@@ -80,6 +134,7 @@ def cli_main(args: list[str] | None = None) -> SERCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
+        save_config_callback=ConfigToLoggers,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )

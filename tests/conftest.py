@@ -39,18 +39,23 @@ def tiny_args(config: str, root: Path, data: Path, cache: Path) -> list[str]:
         str(root),
         "--trainer.enable_progress_bar",
         "false",
+        "--wandb",
+        "disabled",  # W&B's offline run has its own test
     ]
 
 
 @pytest.fixture(scope="session")
 def pretrained(tmp_path_factory, tiny_data) -> Path:
-    """Folder of a real 2-epoch pretraining run through the CLI (small encoder); its cache is in
-    ``cache/`` and its checkpoint in ``pretrain/checkpoints/last.ckpt``."""
+    """Folder of a real 5-epoch pretraining run through the CLI (small encoder) with every logger of
+    ``configs/pretrain.yaml``, W&B offline included; its cache is in ``cache/`` and its checkpoint in
+    ``pretrain/checkpoints/last.ckpt``. Five epochs of 6 steps reach the diagnostics (every 25 steps)
+    and the kNN monitor (every 5 epochs)."""
     from ser_ssl.cli import cli_main
 
     tmp = tmp_path_factory.mktemp("cli")
     args = tiny_args("pretrain", tmp / "pretrain", tiny_data, tmp / "cache")
-    cli = cli_main(["fit", *args, *SMALL_ENCODER, "--trainer.max_epochs", "2"])
+    args[args.index("--wandb") + 1] = "offline"
+    cli = cli_main(["fit", *args, *SMALL_ENCODER, "--trainer.max_epochs", "5"])
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     return tmp
 

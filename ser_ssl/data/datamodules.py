@@ -20,7 +20,13 @@ from ser_ssl.audio import LogMelConfig
 from ser_ssl.data.cache import FeatureCache, build_cache
 from ser_ssl.data.manifest import Clip
 from ser_ssl.data.sources import CSVManifest, DataSource
-from ser_ssl.data.views import ClipWindowsDataset, LabeledPatchDataset, TwoViewDataset, collate_windows
+from ser_ssl.data.views import (
+    CentrePatchDataset,
+    ClipWindowsDataset,
+    LabeledPatchDataset,
+    TwoViewDataset,
+    collate_windows,
+)
 from ser_ssl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -152,7 +158,36 @@ class AudioDataModule(L.LightningDataModule):
 
 
 class SSLDataModule(AudioDataModule):
-    """Unlabelled pretraining: batches of two views (and backgrounds) per clip of the training split."""
+    """Unlabelled pretraining: batches of two views (and backgrounds) per clip of the training split.
+
+    Args:
+        knn_splits: ``(bank, query)`` splits for the kNN monitor (``ser_ssl.callbacks.KNNMonitor``),
+            used only when their clips carry single labels; ``null`` turns the monitor's data off.
+        **kwargs: the settings of :class:`AudioDataModule`.
+    """
+
+    def __init__(self, knn_splits: tuple[str, str] | None = ("train", "val"), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.knn_splits = knn_splits
+
+    def knn_dataloaders(self) -> tuple[DataLoader, DataLoader] | None:
+        """Centre patches of the labelled bank and query clips, or ``None`` when there are none."""
+        if self.knn_splits is None:
+            return None
+        bank, query = (self.split_indices(split) for split in self.knn_splits)
+        clips = [self.clips[i] for i in bank + query]
+        if not bank or not query or any(len(c.labels) != 1 for c in clips):
+            log.info("no kNN monitor data: splits %s need clips with one label each", self.knn_splits)
+            return None
+        classes = {c: k for k, c in enumerate(sorted({self.clips[i].label for i in bank}))}
+        query = [i for i in query if self.clips[i].label in classes]  # unseen classes cannot be voted for
+
+        def loader(idx: list[int]) -> DataLoader:
+            targets = [classes[self.clips[i].label] for i in idx]
+            ds = CentrePatchDataset(self.cache, [self.rows[i] for i in idx], targets, self.patch_frames)
+            return DataLoader(ds, batch_size=self.batch_size, num_workers=0)
+
+        return loader(bank), loader(query)
 
     def train_dataloader(self) -> DataLoader:
         idx = self.split_indices(self.train_split)

@@ -115,6 +115,14 @@ class LabeledPatchDataset(_CacheDataset):
         return self.random_patch(index), self.targets[index]
 
 
+class CentrePatchDataset(LabeledPatchDataset):
+    """The patch in the middle of each clip and its class: a fixed set, e.g. for the kNN monitor."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        length = int(self.cache.lengths[self.rows[index]])
+        return self.patch(index, max(length - self.patch_frames, 0) // 2), self.targets[index]
+
+
 class ClipWindowsDataset(LabeledPatchDataset):
     """Evaluation set: every sliding-window patch of a clip, so a clip is scored as a whole."""
 

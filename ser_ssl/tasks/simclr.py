@@ -35,6 +35,8 @@ class SimCLR(BaseTask):
         **kwargs: optimiser settings of :class:`~ser_ssl.tasks.base.BaseTask`.
     """
 
+    flops_per_batch: int | None = None  # ThroughputMonitor reports patches/s, not FLOPs
+
     def __init__(
         self,
         encoder: nn.Module = lazy_instance(VGGLike),

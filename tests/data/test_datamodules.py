@@ -113,3 +113,17 @@ def test_folder_source_end_to_end(tmp_path):
     assert x.shape == (4, 1, 96, 8) and x.dtype == torch.float32
     assert set(y.tolist()) <= {0, 1}
     assert len(dm.val_dataloader()) == 1 and len(dm.test_dataloader()) == 1
+
+
+def test_knn_loaders_give_centre_patches_of_the_labelled_train_and_val_clips(tiny_data, cache_dir):
+    dm = SSLDataModule(manifest=str(tiny_data), cache_dir=str(cache_dir), batch_size=4, num_workers=0)
+    dm.setup("fit")
+    bank, query = dm.knn_dataloaders()
+    assert len(bank.dataset) == len(dm.split_indices("train")) == 48
+    assert len(query.dataset) == len(dm.split_indices("val")) == 24
+    x, y = next(iter(query))
+    assert x.shape == (4, 1, 96, dm.patch_frames) and y.dtype == torch.long
+    assert torch.equal(next(iter(query))[0], x)  # the same patches every time
+    assert set(torch.cat([y for _, y in bank]).tolist()) == set(range(12))
+    dm.knn_splits = None
+    assert dm.knn_dataloaders() is None

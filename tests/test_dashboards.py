@@ -1,0 +1,72 @@
+"""The offline W&B run of a CLI pretraining holds every diagnostic and the full config."""
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import pytest
+from wandb.proto import wandb_internal_pb2
+
+pytestmark = pytest.mark.slow
+
+DIAGNOSTICS = [
+    "train/loss",
+    "diag/pos_cos",
+    "diag/neg_cos",
+    "diag/alignment",
+    "diag/uniformity",
+    "diag/z_std",
+    "diag/z_std_ratio",
+    "diag/h_std_ratio",
+    "diag/z_effective_rank",
+    "diag/h_effective_rank",
+    "knn/acc",
+    "knn/bal_acc",
+    "train/device/samples_per_sec",
+]
+
+
+def _records(path: Path):
+    """The protobuf records of an offline ``run-*.wandb`` file (a LevelDB-style log of 32 KiB blocks)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, chunk = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:
+            pos += left
+            continue
+        chunk += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            yield wandb_internal_pb2.Record.FromString(chunk)
+            chunk = b""
+
+
+def test_offline_wandb_run_logs_every_diagnostic_and_the_resolved_config(pretrained):
+    (run_file,) = (pretrained / "pretrain" / "wandb").glob("offline-run-*/run-*.wandb")
+    history: dict[str, list[float]] = {}
+    config: dict = {}
+    for record in _records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                history.setdefault(key, []).append(json.loads(item.value_json))
+        elif kind == "config":
+            config.update({u.key: json.loads(u.value_json) for u in record.config.update})
+    for key in DIAGNOSTICS:
+        assert key in history, key
+        assert all(math.isfinite(v) for v in history[key]), key
+    assert config["config"]["model"]["class_path"] == "ser_ssl.tasks.SimCLR"
+    assert config["config"]["wandb"] == "offline"
+
+
+def test_every_logger_writes_under_the_run_folder(pretrained):
+    assert len(list((pretrained / "pretrain").rglob("metrics.csv"))) == 1
+    assert not Path("wandb").exists() or not any(Path("wandb").glob("offline-run-*"))
