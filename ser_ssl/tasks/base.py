@@ -11,7 +11,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from ser_ssl.audio import Standardize
-from ser_ssl.errors import ConfigError
+from ser_ssl.errors import ConfigError, UserError
+
+RNG_KEY = "ser_ssl_rng_states"
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite."""
 
 
 class BaseTask(L.LightningModule):
@@ -109,8 +115,26 @@ class BaseTask(L.LightningModule):
             sched = cosine
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def check_finite(self, loss: torch.Tensor) -> None:
+        """Stop with a clear message at the first non-finite loss of any process.
+
+        Every process takes the same decision (one all-reduce under DDP), so none is left waiting;
+        the checkpoints written so far are kept, the last good one is ``last.ckpt``.
+        """
+        bad = not bool(torch.isfinite(loss.detach()))
+        if self._trainer is not None:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}); the last good checkpoint is kept. Lower "
+                "--model.init_args.lr, raise warmup_epochs, or check the data (see the skipped-file "
+                "warnings); resume with --ckpt_path last"
+            )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only plain-data hyper-parameters, so checkpoints load with ``weights_only=True``.
+        """Keep only plain-data hyper-parameters, so checkpoints load with ``weights_only=True``, and
+        the state of torch's RNG, so a resumed run draws what an uninterrupted one would.
 
         Modules given as ``class_path`` configs (the CLI's way) are plain data and stay; modules
         built in Python are objects and are left out.
@@ -118,6 +142,18 @@ class BaseTask(L.LightningModule):
         hparams = checkpoint.get("hyper_parameters")
         if hparams:
             checkpoint["hyper_parameters"] = {k: v for k, v in hparams.items() if _is_plain(v)}
+        checkpoint[RNG_KEY] = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            checkpoint[RNG_KEY]["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore torch's RNG (it seeds the data loader workers of the next epoch) when resuming."""
+        states = checkpoint.get(RNG_KEY)
+        if states is None or self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        torch.set_rng_state(states["cpu"])
+        if "cuda" in states and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda"], self.device)
 
 
 def _is_plain(value: Any) -> bool:

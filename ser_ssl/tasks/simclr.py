@@ -112,6 +112,7 @@ class SimCLR(BaseTask):
         h = self.encoder(x)
         z = self.head(h).view(n, 2, -1)
         loss = self.criterion(z[:, 0], z[:, 1])
+        self.check_finite(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)  # global under DDP
         return {"loss": loss, "z": z.detach(), "h": h.detach().view(n, 2, -1)}
 

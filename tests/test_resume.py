@@ -1,0 +1,71 @@
+"""Interrupted training loses nothing: a SIGKILLed run resumes to the weights of an uninterrupted
+one, and a non-finite loss stops the run with a clear message and the last good checkpoint kept."""
+
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import SMALL_ENCODER, tiny_args
+
+pytestmark = pytest.mark.slow
+
+# 48 training clips in batches of 8: 6 steps an epoch; the kill lands in the middle of the second
+EPOCHS, KILL_STEP = 2, 9
+
+
+def _fit(root, tiny_data, cache, *extra: str) -> subprocess.CompletedProcess:
+    args = tiny_args("pretrain", root, tiny_data, cache) + SMALL_ENCODER
+    args += ["--data.init_args.num_workers", "1", "--trainer.deterministic", "true"]
+    args += ["--trainer.max_epochs", str(EPOCHS), *extra]
+    return subprocess.run(
+        [sys.executable, "-m", "ser_ssl.cli", "fit", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def _weights(root) -> dict[str, torch.Tensor]:
+    return torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_a_sigkilled_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, tiny_data):
+    cache = tmp_path / "cache"
+    whole = _fit(tmp_path / "whole", tiny_data, cache)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = _fit(
+        tmp_path / "killed",
+        tiny_data,
+        cache,
+        "--trainer.callbacks+=tests.helpers.KillAtStep",
+        "--trainer.callbacks.step",
+        str(KILL_STEP),
+    )
+    assert killed.returncode == -signal.SIGKILL
+    saved = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 6  # the end of the first epoch, the last checkpoint before the kill
+
+    resumed = _fit(tmp_path / "killed", tiny_data, cache, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data):
+    done = _fit(
+        tmp_path / "run",
+        tiny_data,
+        tmp_path / "cache",
+        "--trainer.callbacks+=tests.helpers.PoisonAtStep",
+        "--trainer.callbacks.step",
+        "8",
+    )
+    assert done.returncode != 0
+    assert "ser-ssl: error: the training loss became nan at step 8 (epoch 1)" in done.stderr
+    assert "Traceback" not in done.stderr
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 6
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
