@@ -1,0 +1,442 @@
+"""Figures of what the model sees: SimCLR views step by step, whole clips, and evaluation results.
+
+Figures are built with matplotlib's object-oriented API on an Agg canvas, never through ``pyplot``: no
+GUI backend is touched, the caller's backend stays as it was, and pyplot keeps no reference to them
+(nothing to close; a figure is freed with its last reference). Loggers take :func:`figure_to_array`;
+notebooks display figures directly.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
+from torch import nn
+
+from ser_ssl.augment import BatchTransform, MixBack, mix_back
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from ser_ssl.augment import Augmentations
+    from ser_ssl.tasks import SimCLR
+
+ArrayLike = torch.Tensor | np.ndarray
+CMAP = "magma"
+
+
+def _new_figure(width: float, height: float, **kwargs: Any) -> Figure:
+    """A figure on its own Agg canvas: renders headless, without pyplot's global figure registry."""
+    fig = Figure(figsize=(width, height), **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _image(spec: ArrayLike) -> np.ndarray:
+    """``[n_mels, frames]`` or ``[1, n_mels, frames]`` -> a float ``[n_mels, frames]`` array."""
+    a = spec.detach().float().cpu().numpy() if isinstance(spec, torch.Tensor) else np.asarray(spec, float)
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2:
+        raise ValueError(f"expected a spectrogram [n_mels, frames] or [1, n_mels, frames], got {a.shape}")
+    return a
+
+
+def color_range(*specs: ArrayLike) -> tuple[float, float]:
+    """The (min, max) of finite values over ``specs``: one colour scale for images that are compared."""
+    values = np.concatenate([_image(s).ravel() for s in specs])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    return float(values.min()), float(values.max())
+
+
+def show_spectrogram(
+    ax: Axes,
+    spec: ArrayLike,
+    title: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = CMAP,
+) -> AxesImage:
+    """Draw a ``[n_mels, frames]`` (or ``[1, n_mels, frames]``) spectrogram with low bands at the bottom.
+
+    Pass the same ``vmin``/``vmax`` (e.g. from :func:`color_range`) to images that should be compared.
+    Returns the image so the caller can add a colour bar; the figure is ``ax.figure``.
+    """
+    image = ax.imshow(
+        _image(spec), origin="lower", aspect="auto", interpolation="nearest", cmap=cmap, vmin=vmin, vmax=vmax
+    )
+    if title is not None:
+        ax.set_title(title, fontsize=8)
+    ax.tick_params(labelsize=6)
+    return image
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SimCLR views, step by step
+
+
+@dataclass
+class StageRecord:
+    """One augmentation step of one view: its name, the drawn parameters as a title, its output."""
+
+    name: str
+    title: str
+    output: torch.Tensor
+
+
+@dataclass
+class ViewRecord:
+    """Everything :meth:`SimCLR.make_views` computed for one view of one clip, ``[1, n_mels, frames]`` each.
+
+    ``lam`` is the drawn mix-back λ (``None`` with mix-back off, or when it could not be recovered);
+    ``index`` is the clip's position in the training dataset when the batch carries it.
+    """
+
+    clip: int
+    view: int
+    index: int | None
+    patch: torch.Tensor
+    background: torch.Tensor
+    mixed: torch.Tensor
+    lam: float | None
+    mixback: bool
+    standardised: torch.Tensor
+    stages: list[StageRecord] = field(default_factory=list)
+
+    @property
+    def final(self) -> torch.Tensor:
+        """The view the encoder gets (the last stage, or the standardised patch without augmentation)."""
+        return self.stages[-1].output if self.stages else self.standardised
+
+
+def _keep(x: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of one sample, so records do not hold the whole batch's tensors alive."""
+    return x.detach().cpu().clone()
+
+
+def _rng_devices(x: torch.Tensor) -> list[torch.device]:
+    return [x.device] if x.device.type == "cuda" else []
+
+
+def _mix(
+    mixback: nn.Module, views: torch.Tensor, backgrounds: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The mixed views exactly as ``mixback(views, backgrounds)`` makes them, and the ``[N, V]`` λ drawn.
+
+    ``MixBack.forward`` draws λ internally, so λ is redrawn here the same way on a forked RNG and the
+    module's own output is used: the RNG advances exactly as in training, and λ is returned only when the
+    redraw reproduces the module's output bit for bit (else a warning and ``None``, e.g. for a subclass
+    that draws differently).
+    """
+    n, v = views.shape[:2]
+    lam = None
+    if isinstance(mixback, MixBack):
+        with torch.random.fork_rng(devices=_rng_devices(views)):
+            lam = torch.rand(n, 1 if mixback.shared_lambda else v, device=views.device) * mixback.alpha
+            lam = lam.expand(n, v)
+            replica = mix_back(views.flatten(0, 1), backgrounds.flatten(0, 1), lam.reshape(-1)).view_as(views)
+    mixed = mixback(views, backgrounds)
+    if lam is None or not torch.equal(replica, mixed):
+        warnings.warn(
+            f"could not recover the mix-back λ drawn by {type(mixback).__name__}; views are shown without it",
+            stacklevel=3,
+        )
+        return mixed, None
+    return mixed, lam
+
+
+def _stage_records(augment: Augmentations, x: torch.Tensor, rows: Sequence[int]) -> list[list[StageRecord]]:
+    """Per row of ``x`` in ``rows``: every transform's output with its drawn parameters as a title."""
+    stages = augment.stages(x)[1:]  # [0] is the input, the standardised patch itself
+    records = []
+    for j in rows:
+        row = []
+        for stage in stages:
+            if isinstance(stage.transform, BatchTransform) and stage.params is not None:
+                title = stage.transform.describe(stage.params, j)
+            else:
+                title = stage.name
+            row.append(StageRecord(stage.name, title, _keep(stage.output[j])))
+        records.append(row)
+    return records
+
+
+@torch.no_grad()
+def record_views(model: SimCLR, batch: dict[str, torch.Tensor], clips: int = 4) -> list[ViewRecord]:
+    """Redo ``model.make_views(batch)`` step by step and keep every intermediate of the first ``clips``.
+
+    The whole batch goes through every step, drawing from torch's global RNG in the same order as
+    ``make_views``, so under the same RNG state the records' :attr:`ViewRecord.final` equal its output
+    (``make_views(batch)[2 * clip + view]``). Records come clip by clip, view by view.
+    """
+    device = model.normalizer.mean.device
+    views = batch["views"].to(device)
+    backgrounds = batch["backgrounds"].to(device)
+    n, v = views.shape[:2]
+    clips = min(clips, n)
+    lam = None
+    mixed = views
+    if model.mixback is not None:
+        mixed, lam = _mix(model.mixback, views, backgrounds)
+    x = model.normalizer(mixed)
+    if model.second_view_augment is None:
+        flat = _stage_records(model.augment, x.flatten(0, 1), range(clips * v))
+        stages = [[flat[i * v + k] for k in range(v)] for i in range(clips)]
+    else:
+        first = _stage_records(model.augment, x[:, 0], range(clips))
+        second = _stage_records(model.second_view_augment, x[:, 1], range(clips))
+        stages = [[first[i], second[i]] for i in range(clips)]
+    index = batch.get("index")
+    records = []
+    for i in range(clips):
+        for k in range(v):
+            records.append(
+                ViewRecord(
+                    clip=i,
+                    view=k,
+                    index=None if index is None else int(index[i]),
+                    patch=_keep(views[i, k]),
+                    background=_keep(backgrounds[i, k]),
+                    mixed=_keep(mixed[i, k]),
+                    lam=None if lam is None else float(lam[i, k]),
+                    mixback=model.mixback is not None,
+                    standardised=_keep(x[i, k]),
+                    stages=stages[i][k],
+                )
+            )
+    return records
+
+
+def plot_views(records: Sequence[ViewRecord]) -> Figure:
+    """One row per clip and view: patch, background, mixed, standardised, then every augmentation stage.
+
+    Titles carry the drawn parameters. Within a row, the three log-mel images share one colour scale
+    and the standardised image and the stages another, so a change of colour is a change of value.
+    Only the outer images carry ticks, and the axes are neither shared nor laid out by a layout engine:
+    both cost seconds per figure at 50+ images.
+    """
+    if not records:
+        raise ValueError("no views to plot")
+    rows, columns = len(records), 4 + max(len(r.stages) for r in records)
+    # cell sizes and margins in inches: room for two-line titles above each image
+    width, height, gap_w, gap_h, left, right, top, bottom = 1.9, 1.4, 0.15, 0.5, 0.5, 0.1, 0.75, 0.45
+    fig_w = left + columns * width + (columns - 1) * gap_w + right
+    fig_h = top + rows * height + (rows - 1) * gap_h + bottom
+    fig = _new_figure(fig_w, fig_h)
+    fig.subplots_adjust(
+        left=left / fig_w,
+        right=1 - right / fig_w,
+        bottom=bottom / fig_h,
+        top=1 - top / fig_h,
+        wspace=gap_w / width,
+        hspace=gap_h / height,
+    )
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, (row, r) in enumerate(zip(axes, records, strict=True)):
+        raw = color_range(r.patch, r.background, r.mixed)
+        std = color_range(r.standardised, *(s.output for s in r.stages))
+        clip = f"clip {r.clip}" + (f" (#{r.index})" if r.index is not None else "")
+        if not r.mixback:
+            mixed_title = "mix-back off"
+        elif r.lam is None:
+            mixed_title = "mixed (λ unknown)"
+        else:
+            mixed_title = f"mixed λ={r.lam:.3f}"
+        images = [
+            (r.patch, f"{clip} view {r.view + 1}: patch", raw),
+            (r.background, "background (other clip)", raw),
+            (r.mixed, mixed_title, raw),
+            (r.standardised, "standardised", std),
+            *((stage.output, stage.title, std) for stage in r.stages),
+        ]
+        for j, ax in enumerate(row):
+            if j >= len(images):
+                ax.set_axis_off()
+                continue
+            spec, title, scale = images[j]
+            show_spectrogram(ax, spec, textwrap.fill(title, 32), *scale)
+            if j > 0:
+                ax.set_yticks([])
+            else:
+                ax.set_ylabel("mel band", fontsize=7)
+            if i < rows - 1:
+                ax.set_xticks([])
+            else:
+                ax.set_xlabel("frame", fontsize=7)
+    fig.suptitle(
+        "SimCLR views, one row per clip and view. Colour scales shared per row: log10 mel (patch, "
+        "background, mixed) and standardised (standardised and augmented)",
+        y=1 - 0.1 / fig_h,
+        va="top",
+        fontsize=9,
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# whole clips
+
+
+def locate_patch(clip: ArrayLike, patch: ArrayLike) -> int | None:
+    """The start frame at which ``patch`` was cut from ``clip`` (both ``[n_mels, frames]``), or ``None``.
+
+    Patches are exact slices of the cache, so the first exact match is where the patch came from (a clip
+    shorter than the patch was tiled from frame 0). Lets a notebook mark patch positions without the
+    data loader returning them.
+    """
+    c, p = _image(clip), _image(patch)
+    length = p.shape[1]
+    if c.shape[1] <= length:  # the whole clip, tiled along time to the patch length
+        tiled = np.tile(c, (1, -(-length // max(c.shape[1], 1))))[:, :length]
+        return 0 if tiled.shape == p.shape and np.array_equal(tiled, p) else None
+    windows = np.lib.stride_tricks.sliding_window_view(c, length, axis=1)  # [M, T - L + 1, L]
+    hits = np.flatnonzero((windows == p[:, None, :]).all(axis=(0, 2)))
+    return int(hits[0]) if hits.size else None
+
+
+def plot_clip(
+    spec: ArrayLike,
+    starts: Sequence[int | None],
+    patch_frames: int,
+    title: str | None = None,
+) -> Figure:
+    """A whole clip's log-mel ``[n_mels, frames]`` with the patches starting at ``starts`` boxed.
+
+    ``None`` starts are skipped; boxes are labelled ``view 1``, ``view 2``, ... in order. A clip shorter
+    than a patch is tiled by the data loader, so its box runs past the clip's end.
+    """
+    image = _image(spec)
+    n_mels, frames = image.shape
+    fig = _new_figure(max(6.0, min(14.0, frames / 60)), 2.6, layout="constrained")
+    ax = fig.subplots()
+    im = show_spectrogram(ax, image, title)
+    fig.colorbar(im, ax=ax, label="log10 mel", pad=0.01)
+    colours = ["tab:cyan", "tab:green", "tab:orange", "tab:pink"]
+    for k, start in enumerate(starts):
+        if start is None:
+            continue
+        colour = colours[k % len(colours)]
+        inset = k * max(1.0, n_mels / 50)  # overlapping boxes of different views stay apart
+        box = Rectangle((start - 0.5, inset - 0.5), patch_frames, n_mels - 2 * inset, linewidth=1.5)
+        box.set(edgecolor=colour, facecolor=(*to_rgb(colour), 0.12))
+        ax.add_patch(box)
+        ax.text(start + 1, n_mels * (0.95 - 0.1 * k), f"view {k + 1}", color=colour, fontsize=7, va="top")
+    ax.set_xlim(-0.5, max(frames, max((s + patch_frames for s in starts if s is not None), default=0)) - 0.5)
+    ax.set_xlabel("frame", fontsize=7)
+    ax.set_ylabel("mel band", fontsize=7)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# evaluation results (for probe callbacks)
+
+
+def plot_confusion(
+    matrix: ArrayLike, classes: Sequence[str], normalize: bool = False, title: str | None = None
+) -> Figure:
+    """Confusion matrix, true classes as rows; ``normalize`` divides each row by its count (recall).
+
+    Cells are annotated for up to 30 classes; beyond that the colours alone stay readable.
+    """
+    m = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
+    m = m.astype(float)
+    k = len(classes)
+    if m.shape != (k, k):
+        raise ValueError(f"confusion matrix of shape {m.shape} does not match {k} classes")
+    if normalize:
+        m = m / np.maximum(m.sum(1, keepdims=True), 1e-12)
+    size = min(3.0 + 0.35 * k, 20.0)
+    fig = _new_figure(size + 1.0, size, layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    few = k <= 10
+    ax.set_xticks(range(k), classes, rotation=45 if few else 90, ha="right" if few else "center", fontsize=7)
+    ax.set_yticks(range(k), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=9)
+    if k <= 30:
+        fontsize = 8 if k <= 10 else 6
+        threshold = (m.max() if m.size else 0) / 2
+        for (i, j), value in np.ndenumerate(m):
+            text = f"{value:.2f}" if normalize else f"{value:g}"
+            colour = "white" if value > threshold else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color=colour)
+    return fig
+
+
+def plot_per_class(values: ArrayLike | Sequence[float], classes: Sequence[str], title: str) -> Figure:
+    """Horizontal bars of one value per class (e.g. recall), in the given class order, with their mean.
+
+    The order is kept (not sorted) so figures from successive epochs line up class by class.
+    """
+    v = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, float)
+    if v.shape != (len(classes),):
+        raise ValueError(f"{v.shape[0] if v.ndim else 0} values for {len(classes)} classes")
+    fig = _new_figure(6.0, 1.0 + 0.22 * len(classes), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(classes))
+    ax.barh(y, v, color="tab:blue")
+    ax.set_yticks(y, classes, fontsize=7)
+    ax.invert_yaxis()  # first class on top
+    mean = float(np.nanmean(v)) if v.size else float("nan")
+    ax.axvline(mean, color="tab:red", linestyle="--", linewidth=1, label=f"mean {mean:.3f}")
+    for yi, vi in zip(y, v, strict=True):
+        ax.text(vi, yi, f" {vi:.2f}", va="center", fontsize=6)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render ``fig`` to an ``(H, W, 3)`` uint8 RGB array, the image format of W&B and TensorBoard."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# model and data as the CLI builds them
+
+
+def load_from_config(
+    config: str | None = None, args: Sequence[str] = ()
+) -> tuple[L.LightningModule, L.LightningDataModule]:
+    """The model and data module that ``ser-ssl fit --config config *args`` would train, untrained.
+
+    Parsed by the CLI's own parser (same defaults, links and ``class_path`` resolution), without running
+    anything; ``seed_everything`` from the config is applied, as the CLI does.
+    """
+    import lightning as L
+
+    from ser_ssl.cli import SERCLI
+
+    with warnings.catch_warnings():
+        # in a Jupyter kernel sys.argv holds the kernel's own arguments, which `args` rightly replaces
+        warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
+        cli = SERCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=[*(["--config", str(config)] if config is not None else []), *args],
+            run=False,
+            auto_configure_optimizers=False,
+        )
+    return cli.model, cli.datamodule
