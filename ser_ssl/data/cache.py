@@ -1,58 +1,172 @@
 """The feature cache: every clip's log-mel in one float16 memmap plus an offsets index.
 
-Audio is decoded once, in parallel worker processes; training only slices the memmap. The cache
-directory name is a hash of the feature settings and of each file's path, size and mtime, so a
-changed setting or file gives a new cache. A build writes into a temporary directory that is renamed
-into place when complete, so a half-written cache is never read and two concurrent builds cannot
-corrupt each other.
+Audio is decoded once, in parallel worker processes; training only slices the memmap. On disk::
+
+    <cache_dir>/logmel-<settings key>/        one per feature configuration (LogMelConfig.key())
+        config.json                           the settings, for people
+        shards/<ab>/<clip key>.npy            one clip's float16 [frames, n_mels]
+        tmp/                                  shards being written
+        manifest-<key>/                       what training reads (FeatureCache)
+            features.f16                      every usable clip's frames, concatenated
+            index.json                        offset and length of each clip; the skipped files
+
+A clip key hashes the file's resolved path, size and mtime; a ``manifest-<key>`` hashes the settings
+and every clip key in order. Why shards: a build killed at any point loses only the clips in flight
+(each shard is written under ``tmp/`` and renamed into place complete), changing one file
+recomputes one shard and a changed setting starts a new ``logmel-*`` directory, while training still
+reads one memmap. The manifest directory is assembled under a temporary name and renamed, so a half
+written cache is never read; two builders at once only race on renames, and losing the race means
+the other one finished the same cache. Leftovers of killed builds on this machine are removed by the
+next build. Shards are not fsynced (there are thousands of small ones): one that a crash of the
+machine left short is recognised by its header and size and computed again.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import numpy.lib.format as npformat
 import torch
 from tqdm import tqdm
 
-from ser_ssl.audio import AudioError, LogMel, LogMelConfig, load_audio
+from ser_ssl.audio import LogMel, LogMelConfig
+from ser_ssl.audio.io import AudioError, read_audio
 from ser_ssl.errors import DataError, MissingFileError
 
 log = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.f16"
 INDEX_FILE = "index.json"
+CONFIG_FILE = "config.json"
+
+# Temporary names carry this host and the writer's pid, so a later build can tell a dead build's
+# leftovers from a live one's (the host is hashed: host names may hold any character).
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_TAG = re.compile(r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def cache_key(paths: Sequence[Path], config: LogMelConfig) -> str:
-    """Hash of the feature settings and every file's resolved path, size and mtime."""
+def _tmp_tag() -> str:
+    return f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def config_dir(cache_root: str | Path, config: LogMelConfig) -> Path:
+    """The directory of one feature configuration: its shards and assembled caches."""
+    return Path(cache_root) / f"logmel-{config.key()}"
+
+
+def clip_key(path: str | Path) -> str | None:
+    """Hash of a file's resolved path, size and mtime; ``None`` when it is not an existing file."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if not path.is_file():
+        return None
+    return hashlib.sha1(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
+
+
+def shard_path(directory: Path, key: str) -> Path:
+    """Where the clip with ``key`` is stored under a configuration directory (fanned out by prefix)."""
+    return directory / "shards" / key[:2] / f"{key}.npy"
+
+
+def cache_key(paths: Sequence[Path], config: LogMelConfig, keys: Sequence[str | None] | None = None) -> str:
+    """Hash of the feature settings and every file's clip key, in order (a missing file by its path)."""
+    keys = [clip_key(p) for p in paths] if keys is None else keys
     h = hashlib.sha1(config.key().encode())
-    for p in paths:
-        st = os.stat(p)
-        h.update(f"{Path(p).resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for p, k in zip(paths, keys, strict=True):
+        h.update(f"{k or 'missing:' + str(Path(p).resolve())}\n".encode())
     return h.hexdigest()[:16]
 
 
-def _compute(args: tuple[str, LogMelConfig]) -> tuple[np.ndarray | None, str]:
-    """Worker: one file -> float16 ``[frames, n_mels]``, or ``None`` and the reason it was skipped."""
-    path, config = args
+def _compute(job: tuple[str, LogMelConfig, str, str]) -> tuple[int | None, str, str]:
+    """Worker: one file -> its log-mel saved as a shard. Returns ``(frames, kind, message)``:
+    ``frames`` is ``None`` for a skipped file (``kind`` says why), and a clip decoded only in part
+    comes with kind ``truncated``."""
+    path, config, shard, tmp_dir = job
     try:
-        wav = load_audio(path, config.sample_rate)
+        decoded = read_audio(path)
     except AudioError as err:
-        return None, str(err)
+        return None, err.kind, str(err)
     with torch.inference_mode():
-        feats = _logmel(config)(wav)
-    return feats.T.contiguous().numpy().astype(np.float16), ""
+        feats = _features(decoded.waveform(config.sample_rate), config)
+    if not np.isfinite(feats).all():
+        return None, "non-finite", f"{path}: its log-mel is not finite (sample values too large for float32)"
+    _save_shard(feats, Path(shard), Path(tmp_dir))
+    if decoded.partial:
+        return len(feats), "truncated", f"{path}: {decoded.note()}"
+    return len(feats), "", ""
+
+
+def _save_shard(feats: np.ndarray, shard: Path, tmp_dir: Path) -> None:
+    """Write under ``tmp_dir`` and rename into place, so a shard is either complete or absent."""
+    tmp = tmp_dir / f"{shard.stem}.{_tmp_tag()}.npy"
+    try:
+        with tmp.open("wb") as f:
+            np.save(f, feats)
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, shard)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _shard_frames(shard: Path, n_mels: int) -> int | None:
+    """A shard's number of frames from its header, or ``None`` when it is absent or damaged
+    (wrong header, shape or size; e.g. after a crash of the machine). Reads no data."""
+    try:
+        with shard.open("rb") as f:
+            version = npformat.read_magic(f)
+            read_header = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}
+            shape, fortran, dtype = read_header[version](f)
+            size = os.fstat(f.fileno()).st_size - f.tell()
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    if dtype != np.float16 or fortran or len(shape) != 2 or shape[1] != n_mels or shape[0] == 0:
+        return None
+    return shape[0] if size == shape[0] * n_mels * 2 else None
+
+
+#: A clip of more frames than this has its log-mel computed this many frames at a time: the same
+#: numbers (each frame sees only its own window), but the STFT of an hour-long clip no longer
+#: needs gigabytes of memory at once.
+CHUNK_FRAMES = 16384
+
+
+def _features(wav: torch.Tensor, config: LogMelConfig) -> np.ndarray:
+    """Float16 log-mel ``[frames, n_mels]`` of a waveform, in chunks for long clips."""
+    logmel, hop = _logmel(config), config.hop_length
+    n_frames = 1 + wav.shape[-1] // hop
+    if n_frames <= CHUNK_FRAMES:
+        return logmel(wav).T.contiguous().numpy().astype(np.float16)
+    margin = -(-config.n_fft // (2 * hop))  # frames whose window reaches past a chunk's edge
+    chunks = []
+    for start in range(0, n_frames, CHUNK_FRAMES):
+        stop = min(start + CHUNK_FRAMES, n_frames)
+        lo, hi = max(start - margin, 0), min(stop + margin, n_frames)
+        # frames lo..hi-1 are centred on samples lo*hop..(hi-1)*hop; the true ends keep their padding
+        segment = wav[lo * hop : (hi - 1) * hop + 1 if hi < n_frames else None]
+        feats = logmel(segment)[:, start - lo : stop - lo]
+        chunks.append(feats.T.contiguous().numpy().astype(np.float16))
+    return np.concatenate(chunks)
 
 
 _LOGMEL: dict[LogMelConfig, LogMel] = {}
@@ -69,6 +183,36 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(entries: Iterable[Path]) -> None:
+    """Delete temporaries that a killed build on this host left behind (their writer is gone)."""
+    for entry in entries:
+        m = _TMP_TAG.search(entry.name)
+        if m is None or m["host"] != _HOST or _pid_alive(int(m["pid"])):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _no_space(err: OSError, cache_root: Path, directory: Path) -> DataError:
+    return DataError(
+        f"no space left on the disk of the feature cache {cache_root} ({err}); free some space there or "
+        "point data.init_args.cache_dir at a disk with room. The clips finished so far are kept in "
+        f"{directory} and the next run reuses them"
+    )
+
+
 def build_cache(
     paths: Sequence[str | Path],
     config: LogMelConfig,
@@ -76,24 +220,183 @@ def build_cache(
     num_workers: int = 0,
     strict: bool = False,
 ) -> Path:
-    """Return the cache directory for ``paths``, building it first if it does not exist.
+    """Return the cache directory for ``paths``, building what is missing first.
 
-    Files that cannot be decoded are skipped with one warning each and a summary; ``strict``
-    raises on the first instead. Raises :class:`DataError` when no file is usable.
+    Unusable files (missing, undecodable, empty, non-finite) are skipped with one warning each and
+    a summary; ``strict`` raises on the first instead, and also refuses a truncated file, of which
+    the decodable part is used otherwise. Raises :class:`DataError` when no file is usable, or
+    when the disk is full.
     """
     paths = [Path(p) for p in paths]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise MissingFileError(f"{len(missing)} listed audio file(s) do not exist, e.g. {missing[0]}")
+    if not paths:
+        raise DataError("there are no audio files to cache: the data set is empty")
     cache_root = Path(cache_root)
-    final = cache_root / f"logmel-{cache_key(paths, config)}"
+    keys = [clip_key(p) for p in paths]
+    missing = [p for p, k in zip(paths, keys, strict=True) if k is None]
+    if missing and (strict or len(missing) == len(paths)):
+        what = "strict mode" if strict else f"none of the {len(paths)} listed audio files exist"
+        raise MissingFileError(
+            f"{missing[0]}: file not found ({what}); check the manifest's file names (relative to "
+            "its folder) or the data set's root"
+        )
+    directory = config_dir(cache_root, config)
+    final = directory / f"manifest-{cache_key(paths, config, keys)}"
     if (final / INDEX_FILE).is_file():
         return final
-    cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = cache_root / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        _build(paths, keys, config, directory, final, num_workers, strict)
+    except OSError as err:
+        if err.errno in _NO_SPACE:
+            raise _no_space(err, cache_root, directory) from err
+        inside = err.filename is None or str(err.filename).startswith(str(cache_root))
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and inside:
+            raise DataError(
+                f"cannot write the feature cache in {cache_root} ({err}); point "
+                "data.init_args.cache_dir at a folder this user can write to"
+            ) from err
+        raise
+    return final
+
+
+def _build(
+    paths: list[Path],
+    keys: list[str | None],
+    config: LogMelConfig,
+    directory: Path,
+    final: Path,
+    num_workers: int,
+    strict: bool,
+) -> None:
+    tmp_dir = directory / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale([*tmp_dir.iterdir(), *directory.glob(".manifest-*.tmp-*")])
+    if not (directory / CONFIG_FILE).is_file():
+        tmp = tmp_dir / f"{CONFIG_FILE}.{_tmp_tag()}"
+        tmp.write_text(json.dumps(asdict(config), indent=1))
+        os.replace(tmp, directory / CONFIG_FILE)
+
+    problems: dict[int, tuple[str, str]] = {}  # position -> (kind, message), skipped or used in part
+    for i, (p, k) in enumerate(zip(paths, keys, strict=True)):
+        if k is None:
+            problems[i] = ("missing", f"{p}: file not found")
+            log.warning("skipping %s", problems[i][1])
+    todo = [i for i, k in enumerate(keys) if k is not None and not shard_path(directory, k).is_file()]
+    usable = len(paths) - len(problems)
+    if usable > len(todo):
+        log.info("reusing %d finished clips from %s", usable - len(todo), directory)
+    jobs = [(str(paths[i]), config, str(shard_path(directory, keys[i])), str(tmp_dir)) for i in todo]
+    _run(jobs, todo, problems, num_workers, strict, initial=usable - len(todo), total=usable)
+
+    skipped = {i: kp for i, kp in problems.items() if kp[0] != "truncated"}
+    _summarise(problems, len(paths))
+    if len(skipped) == len(paths):
+        raise DataError(
+            f"none of the {len(paths)} audio files could be used ({_counts(skipped)}); see the warnings above"
+        )
+    _assemble(paths, keys, config, directory, final, skipped)
+
+
+def _run(
+    jobs: list[tuple[str, LogMelConfig, str, str]],
+    positions: list[int],
+    problems: dict[int, tuple[str, str]],
+    num_workers: int,
+    strict: bool,
+    initial: int,
+    total: int,
+) -> None:
+    """Compute the missing shards (in a spawn pool when ``num_workers`` > 0), with a progress bar."""
+    if num_workers > 0 and jobs:
+        pool = ProcessPoolExecutor(num_workers, mp_context=get_context("spawn"), initializer=_init_worker)
+        results = pool.map(_compute, jobs, chunksize=4)
+    else:
+        pool, results = None, map(_compute, jobs)
+    try:
+        bar = tqdm(total=total, initial=initial, desc="caching log-mel", unit="clip")
+        with bar:
+            for i, (frames, kind, message) in zip(positions, results, strict=True):
+                bar.update()
+                if not kind:
+                    continue
+                if strict:
+                    raise AudioError(f"{message} (strict mode; turn it off to skip bad files)", kind)
+                log.warning("%s %s", "using the decoded part of" if frames else "skipping", message)
+                problems[i] = (kind, message)
+    except BrokenProcessPool as err:
+        raise DataError(
+            "a feature-cache worker process died (killed for lack of memory, or crashed decoding a "
+            "file); the clips finished so far are kept. Run again, with data.init_args.num_workers 0 "
+            "to see which file it was"
+        ) from err
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _counts(problems: dict[int, tuple[str, str]]) -> str:
+    counts = Counter(kind for kind, _ in problems.values())
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kn: (-kn[1], kn[0])))
+
+
+def _summarise(problems: dict[int, tuple[str, str]], total: int) -> None:
+    skipped = {i: kp for i, kp in problems.items() if kp[0] != "truncated"}
+    partial = len(problems) - len(skipped)
+    if skipped:
+        log.warning("skipped %d of %d files: %s", len(skipped), total, _counts(skipped))
+    if partial:
+        log.warning("used %d of %d files only in part (truncated or corrupt)", partial, total)
+
+
+def _assemble(
+    paths: list[Path],
+    keys: list[str | None],
+    config: LogMelConfig,
+    directory: Path,
+    final: Path,
+    skipped: dict[int, tuple[str, str]],
+) -> None:
+    """Concatenate the shards into ``final`` (written under a temporary name, then renamed)."""
+    rows: list[int] = []
+    frames = 0
+    for i, key in enumerate(keys):
+        if i in skipped:
+            continue
+        shard = shard_path(directory, key)
+        n = _shard_frames(shard, config.n_mels)
+        if n is None:  # damaged (e.g. by a crash of the machine): compute it again
+            log.warning("recomputing the damaged cache shard %s of %s", shard, paths[i])
+            _compute((str(paths[i]), config, str(shard), str(directory / "tmp")))
+            n = _shard_frames(shard, config.n_mels)
+            if n is None:
+                raise DataError(
+                    f"{paths[i]} changed or became unreadable while the cache was built; run again"
+                )
+        rows.append(i)
+        frames += n
+    needed, free = frames * config.n_mels * 2, shutil.disk_usage(directory).free
+    if free < needed:
+        space = OSError(
+            errno.ENOSPC, f"the cache needs {needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free"
+        )
+        raise _no_space(space, directory.parent, directory)
+    tmp = directory / f".{final.name}.tmp-{_tmp_tag()}"
     tmp.mkdir()
     try:
-        _write(tmp, paths, config, num_workers, strict)
+        clips, offset = [], 0
+        with (tmp / FEATURES_FILE).open("wb") as out:
+            for i in tqdm(rows, desc="writing cache", unit="clip", leave=False):
+                feats = np.load(shard_path(directory, keys[i]), allow_pickle=False)
+                out.write(feats.tobytes())
+                clips.append({"path": str(paths[i].resolve()), "offset": offset, "frames": len(feats)})
+                offset += len(feats)
+            out.flush()
+            os.fsync(out.fileno())
+        skips = [
+            {"path": str(paths[i]), "kind": kind, "reason": message}
+            for i, (kind, message) in sorted(skipped.items())
+        ]
+        index = {"config": asdict(config), "n_mels": config.n_mels, "clips": clips, "skipped": skips}
+        (tmp / INDEX_FILE).write_text(json.dumps(index))
         try:
             os.rename(tmp, final)
         except OSError:
@@ -101,42 +404,6 @@ def build_cache(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def _write(tmp: Path, paths: list[Path], config: LogMelConfig, num_workers: int, strict: bool) -> None:
-    jobs = [(str(p), config) for p in paths]
-    if num_workers > 0:
-        pool = ProcessPoolExecutor(num_workers, mp_context=get_context("spawn"), initializer=_init_worker)
-        results = pool.map(_compute, jobs, chunksize=4)
-    else:
-        pool, results = None, map(_compute, jobs)
-    clips, skipped, offset = [], [], 0
-    try:
-        with (tmp / FEATURES_FILE).open("wb") as out:
-            for (path, _), (feats, reason) in tqdm(
-                zip(jobs, results, strict=True), total=len(jobs), desc="caching log-mel", unit="clip"
-            ):
-                if feats is None:
-                    if strict:
-                        raise AudioError(f"{reason} (strict mode; turn it off to skip bad files)")
-                    log.warning("skipping %s", reason)
-                    skipped.append({"path": path, "reason": reason})
-                    continue
-                out.write(feats.tobytes())
-                clips.append({"path": str(Path(path).resolve()), "offset": offset, "frames": len(feats)})
-                offset += len(feats)
-            out.flush()
-            os.fsync(out.fileno())
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    if skipped:
-        log.warning("skipped %d of %d files that could not be used as audio", len(skipped), len(jobs))
-    if not clips:
-        raise DataError(f"none of the {len(jobs)} audio files could be used; see the warnings above")
-    index = {"config": asdict(config), "n_mels": config.n_mels, "clips": clips, "skipped": skipped}
-    (tmp / INDEX_FILE).write_text(json.dumps(index))
 
 
 class FeatureCache:

@@ -50,6 +50,8 @@ class AudioDataModule(L.LightningDataModule):
         num_workers: DataLoader workers, also used to build the cache in parallel.
         strict: fail on the first unusable audio file instead of skipping it.
         train_split: the manifest split used for training and for the normalisation statistics.
+        predict_split: the split ``ser-ssl predict`` embeds (:meth:`predict_dataloader`); ``None``:
+            every usable clip.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class AudioDataModule(L.LightningDataModule):
         num_workers: int = 2,
         strict: bool = False,
         train_split: str = "train",
+        predict_split: str | None = None,
     ) -> None:
         super().__init__()
         if manifest is not None and source is not None:
@@ -82,6 +85,7 @@ class AudioDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.strict = strict
         self.train_split = train_split
+        self.predict_split = predict_split
         self.cache: FeatureCache | None = None
         self.clips: list[Clip] = []
         self.rows: list[int] = []  # cache row of each usable clip, parallel to self.clips
@@ -137,6 +141,23 @@ class AudioDataModule(L.LightningDataModule):
     @property
     def rank(self) -> int:
         return self.trainer.global_rank if self.trainer is not None else 0
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every usable clip of ``predict_split`` as windows with hop = patch length (the last one ends
+        at the clip's end), in ``collate_windows`` batches of ``batch_size`` clips with ``index`` (the
+        clip's position in ``self.clips``), ``length`` and ``start`` (see ``ClipWindowsDataset``). Works
+        on unlabelled data: ``target`` is the label's index among the sorted single labels, -1 for
+        unlabelled or multi-label clips."""
+        split = self.predict_split
+        idx = list(range(len(self.clips))) if split is None else self.split_indices(split)
+        if not idx:
+            raise DataError(f"{self.data_source.describe()}: no usable clip in split '{split}' to embed")
+        labels = sorted({self.clips[i].labels[0] for i in idx if len(self.clips[i].labels) == 1})
+        index = {c: k for k, c in enumerate(labels)}
+        targets = [index[c.labels[0]] if len(c.labels) == 1 else -1 for c in (self.clips[i] for i in idx)]
+        rows = [self.rows[i] for i in idx]
+        ds = ClipWindowsDataset(self.cache, rows, targets, self.patch_frames, ids=idx)
+        return self._loader(ds, shuffle=False, batch_size=self.batch_size, collate_fn=collate_windows)
 
     def _loader(self, dataset, shuffle: bool, batch_size: int, **kwargs) -> DataLoader:
         return DataLoader(
@@ -201,6 +222,10 @@ class LabeledDataModule(AudioDataModule):
 
     Args:
         eval_hop_frames: hop between evaluation windows (default: ``patch_frames``, no overlap).
+        train_hop_frames: ``null`` (default) starts each training patch at a uniformly random frame;
+            an int draws it from the sliding windows with that hop instead, so every clip has a
+            fixed, finite set of training patches and a frozen encoder's embeddings of them can be
+            computed once (``LinearProbe(cache_embeddings=True)``; ``configs/probe.yaml`` uses 50).
         eval_batch_size: clips per evaluation batch (all windows of a clip stay in one batch).
         val_split / test_split: manifest split names; a missing validation split skips validation.
         label_fraction: share of the training clips whose labels are used (the label-efficiency
@@ -214,6 +239,7 @@ class LabeledDataModule(AudioDataModule):
     def __init__(
         self,
         eval_hop_frames: int | None = None,
+        train_hop_frames: int | None = None,
         eval_batch_size: int = 16,
         val_split: str = "val",
         test_split: str = "test",
@@ -223,8 +249,11 @@ class LabeledDataModule(AudioDataModule):
     ) -> None:
         if not 0.0 < label_fraction <= 1.0:
             raise ConfigError(f"label_fraction must be in (0, 1], got {label_fraction}")
+        if train_hop_frames is not None and train_hop_frames < 1:
+            raise ConfigError(f"train_hop_frames must be null or at least 1, got {train_hop_frames}")
         super().__init__(**kwargs)
         self.eval_hop_frames = eval_hop_frames
+        self.train_hop_frames = train_hop_frames
         self.eval_batch_size = eval_batch_size
         self.val_split = val_split
         self.test_split = test_split
@@ -249,6 +278,13 @@ class LabeledDataModule(AudioDataModule):
             )
         train = self.split_indices(self.train_split)
         self.classes = sorted({self.clips[i].label for i in train})
+        if len(self.classes) < 2:
+            raise DataError(
+                f"{self.data_source.describe()}: the usable clips of split '{self.train_split}' have one "
+                f"class only ({self.classes}); a classifier needs at least two (pretraining ignores labels)"
+            )
+        for split in (self.val_split, self.test_split):
+            self._targets(self.split_indices(split), split)  # unseen labels fail now, not after training
         self.train_idx = self.label_subset(train)
         if len(self.train_idx) < len(train):
             log.info(
@@ -277,11 +313,17 @@ class LabeledDataModule(AudioDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def _targets(self, idx: list[int]) -> tuple[list[int], list[int]]:
+    def _targets(self, idx: list[int], split: str = "") -> tuple[list[int], list[int]]:
         index = {c: k for k, c in enumerate(self.classes)}
-        unknown = sorted({self.clips[i].label for i in idx} - index.keys())
+        unknown = [i for i in idx if self.clips[i].label not in index]
         if unknown:
-            raise DataError(f"labels {unknown} do not occur in the training split")
+            labels = sorted({self.clips[i].label for i in unknown})
+            raise DataError(
+                f"{self.data_source.describe()}: {len(unknown)} clips of split '{split}' have labels "
+                f"{labels} that no usable clip of the training split '{self.train_split}' has (e.g. "
+                f"{self.clips[unknown[0]].path}); the classifier cannot predict them: move some clips of "
+                "these classes into the training split or drop them from the manifest"
+            )
         return [self.rows[i] for i in idx], [index[self.clips[i].label] for i in idx]
 
     def train_dataloader(self) -> DataLoader:
@@ -289,14 +331,16 @@ class LabeledDataModule(AudioDataModule):
         what = "training" if self.label_fraction >= 1 else f"training (label_fraction {self.label_fraction})"
         self._check_batch(len(idx), what)
         rows, targets = self._targets(idx)
-        ds = LabeledPatchDataset(self.cache, rows, targets, self.patch_frames, self.rank)
+        ds = LabeledPatchDataset(
+            self.cache, rows, targets, self.patch_frames, self.rank, hop_frames=self.train_hop_frames
+        )
         return self._loader(ds, shuffle=True, batch_size=self.batch_size)
 
     def _eval_loader(self, split: str) -> DataLoader:
         idx = self.split_indices(split)
         if not idx:
             raise DataError(f"{self.data_source.describe()}: no usable clip in split '{split}'")
-        rows, targets = self._targets(idx)
+        rows, targets = self._targets(idx, split)
         ds = ClipWindowsDataset(self.cache, rows, targets, self.patch_frames, self.eval_hop_frames)
         return self._loader(ds, shuffle=False, batch_size=self.eval_batch_size, collate_fn=collate_windows)
 

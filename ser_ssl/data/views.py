@@ -98,7 +98,16 @@ class TwoViewDataset(_CacheDataset):
 
 
 class LabeledPatchDataset(_CacheDataset):
-    """Training set for downstream tasks: one random patch per clip and its class index."""
+    """Training set for downstream tasks: one random patch per clip and its class index.
+
+    Items are dicts: ``patch`` ``[1, n_mels, patch_frames]``, ``target``, and the patch's ``row``
+    in the cache and ``start`` frame, which identify it (a frozen encoder's embedding of it can be
+    computed once and looked up afterwards).
+
+    Args:
+        hop_frames: ``None`` draws the start uniformly from every frame; an int draws one of the
+            sliding windows with that hop (:func:`window_starts`), a finite set of patches per clip.
+    """
 
     def __init__(
         self,
@@ -107,12 +116,27 @@ class LabeledPatchDataset(_CacheDataset):
         targets: Sequence[int],
         patch_frames: int,
         rank: int = 0,
+        hop_frames: int | None = None,
     ) -> None:
         super().__init__(cache, rows, patch_frames, rank)
         self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.hop_frames = hop_frames
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.random_patch(index), self.targets[index]
+    def training_start(self, index: int) -> int:
+        length = int(self.cache.lengths[self.rows[index]])
+        if self.hop_frames is None:
+            return random_start(length, self.patch_frames, self.rng)
+        starts = window_starts(length, self.patch_frames, self.hop_frames)
+        return starts[int(self.rng.integers(0, len(starts)))]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        start = self.training_start(index)
+        return {
+            "patch": self.patch(index, start),
+            "target": self.targets[index],
+            "row": torch.tensor(int(self.rows[index])),
+            "start": torch.tensor(start),
+        }
 
 
 class CentrePatchDataset(LabeledPatchDataset):
@@ -124,7 +148,12 @@ class CentrePatchDataset(LabeledPatchDataset):
 
 
 class ClipWindowsDataset(LabeledPatchDataset):
-    """Evaluation set: every sliding-window patch of a clip, so a clip is scored as a whole."""
+    """Evaluation set: every sliding-window patch of a clip, so a clip is scored as a whole.
+
+    With ``ids`` (one per clip, e.g. its position in the data module's clip list) each item also
+    carries where it comes from, for embedding export: ``(windows, target, {"index": id,
+    "length": clip frames, "start": window start frames})``.
+    """
 
     def __init__(
         self,
@@ -133,21 +162,36 @@ class ClipWindowsDataset(LabeledPatchDataset):
         targets: Sequence[int],
         patch_frames: int,
         hop_frames: int | None = None,
+        ids: Sequence[int] | None = None,
     ) -> None:
         super().__init__(cache, rows, targets, patch_frames)
         self.hop_frames = hop_frames or patch_frames
+        self.ids = None if ids is None else np.asarray(ids, dtype=np.int64)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple:
         length = int(self.cache.lengths[self.rows[index]])
         starts = window_starts(length, self.patch_frames, self.hop_frames)
-        return torch.stack([self.patch(index, s) for s in starts]), self.targets[index]
+        windows = torch.stack([self.patch(index, s) for s in starts])
+        if self.ids is None:
+            return windows, self.targets[index]
+        where = {"index": int(self.ids[index]), "length": length, "start": torch.tensor(starts)}
+        return windows, self.targets[index], where
 
 
-def collate_windows(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Concatenate the windows of several clips; ``clip`` says which clip each window belongs to."""
-    windows = [w for w, _ in items]
-    return {
+def collate_windows(items: list[tuple]) -> dict[str, torch.Tensor]:
+    """Concatenate the windows of several clips; ``clip`` says which clip each window belongs to.
+
+    Items with ``ids`` (see :class:`ClipWindowsDataset`) add ``index`` and ``length`` per clip and
+    ``start`` per window.
+    """
+    windows = [item[0] for item in items]
+    batch = {
         "patches": torch.cat(windows),
         "clip": torch.repeat_interleave(torch.arange(len(items)), torch.tensor([len(w) for w in windows])),
-        "target": torch.stack([t for _, t in items]),
+        "target": torch.stack([item[1] for item in items]),
     }
+    if len(items[0]) > 2:
+        batch["index"] = torch.tensor([item[2]["index"] for item in items])
+        batch["length"] = torch.tensor([item[2]["length"] for item in items])
+        batch["start"] = torch.cat([item[2]["start"] for item in items])
+    return batch

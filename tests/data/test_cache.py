@@ -8,7 +8,7 @@ import torch
 
 import ser_ssl.data.cache as cache_mod
 from ser_ssl.audio import AudioError, LogMel, LogMelConfig, load_audio
-from ser_ssl.data.cache import FEATURES_FILE, FeatureCache, build_cache
+from ser_ssl.data.cache import FEATURES_FILE, FeatureCache, build_cache, config_dir
 from ser_ssl.errors import DataError
 
 
@@ -48,7 +48,7 @@ def test_cache_is_reused_and_rebuilt_when_settings_or_files_change(tmp_path, wav
     assert build_cache(wavs, LogMelConfig(), root) != first
 
 
-def test_interrupted_build_leaves_no_readable_cache(tmp_path, wavs, monkeypatch):
+def test_interrupted_build_leaves_no_readable_cache_and_keeps_finished_clips(tmp_path, wavs, monkeypatch):
     calls = {"n": 0}
     real = cache_mod._compute
 
@@ -62,9 +62,13 @@ def test_interrupted_build_leaves_no_readable_cache(tmp_path, wavs, monkeypatch)
     root = tmp_path / "cache"
     with pytest.raises(KeyboardInterrupt):
         build_cache(wavs, LogMelConfig(), root)
-    assert list(root.iterdir()) == []  # nothing final, no temporary left behind
-    monkeypatch.setattr(cache_mod, "_compute", real)
+    directory = config_dir(root, LogMelConfig())
+    assert [p.name for p in root.iterdir()] == [directory.name]
+    assert not list(directory.glob("*manifest-*"))  # nothing final, no temporary left behind
+    assert len(list(directory.glob("shards/*/*.npy"))) == 2 and not list((directory / "tmp").iterdir())
+    calls["n"] = -100
     assert len(FeatureCache(build_cache(wavs, LogMelConfig(), root))) == len(wavs)
+    assert calls["n"] == -100 + len(wavs) - 2  # only the unfinished clips were computed
 
 
 def test_stale_temporary_directory_is_never_read(tmp_path, wavs):
@@ -91,9 +95,16 @@ def test_bad_files_are_skipped_with_a_warning_or_fail_in_strict_mode(tmp_path, w
         build_cache([bad], LogMelConfig(), tmp_path / "c3")
 
 
-def test_missing_file_is_a_clear_error(tmp_path, wavs):
-    with pytest.raises(FileNotFoundError, match="do not exist"):
-        build_cache([*wavs, tmp_path / "gone.wav"], LogMelConfig(), tmp_path / "cache")
+def test_missing_files_are_skipped_unless_all_are_missing_or_strict(tmp_path, wavs, caplog):
+    gone = tmp_path / "gone.wav"
+    with caplog.at_level(logging.WARNING):
+        cache = FeatureCache(build_cache([*wavs, gone], LogMelConfig(), tmp_path / "cache"))
+    assert len(cache) == len(wavs) and cache.skipped[0]["kind"] == "missing"
+    assert any("gone.wav: file not found" in r.message for r in caplog.records)
+    with pytest.raises(FileNotFoundError, match="gone.wav: file not found.*strict"):
+        build_cache([*wavs, gone], LogMelConfig(), tmp_path / "cache", strict=True)
+    with pytest.raises(FileNotFoundError, match="none of the 1 listed audio files exist"):
+        build_cache([gone], LogMelConfig(), tmp_path / "cache")
 
 
 def test_parallel_build_equals_serial_build(tmp_path, wavs):

@@ -47,8 +47,8 @@ def test_label_fraction_is_stratified_seeded_and_nested(tiny_data, cache_dir):
     # evaluation and the normalisation statistics are not affected
     assert half.split_indices("val") == full.split_indices("val")
     assert torch.equal(half.norm_mean, full.norm_mean)
-    x, y = next(iter(half.train_dataloader()))
-    assert x.shape[0] == 4 and y.shape == (4,)
+    batch = next(iter(half.train_dataloader()))
+    assert batch["patch"].shape[0] == 4 and batch["target"].shape == (4,)
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
@@ -109,7 +109,8 @@ def test_folder_source_end_to_end(tmp_path):
     dm.setup("fit")
     assert dm.classes == ["bird", "car"]
     assert Counter(c.split for c in dm.clips) == {"train": 8, "val": 2, "test": 2}
-    x, y = next(iter(dm.train_dataloader()))
+    batch = next(iter(dm.train_dataloader()))
+    x, y = batch["patch"], batch["target"]
     assert x.shape == (4, 1, 96, 8) and x.dtype == torch.float32
     assert set(y.tolist()) <= {0, 1}
     assert len(dm.val_dataloader()) == 1 and len(dm.test_dataloader()) == 1
