@@ -1,4 +1,5 @@
-"""Evaluation math: embedding geometry diagnostics and the kNN monitor (pure torch, no Lightning)."""
+"""Evaluation math: embedding geometry diagnostics, the kNN monitor and clip-level classification
+metrics (pure torch/torchmetrics, no Lightning)."""
 
 from ser_ssl.eval.geometry import (
     alignment,
@@ -10,15 +11,29 @@ from ser_ssl.eval.geometry import (
     uniformity,
 )
 from ser_ssl.eval.knn import knn_accuracy, knn_predict
+from ser_ssl.eval.metrics import (
+    clip_mean,
+    clip_metrics,
+    per_class_metric,
+    per_class_rows,
+    write_confusion_csv,
+    write_per_class_csv,
+)
 
 __all__ = [
     "alignment",
+    "clip_mean",
+    "clip_metrics",
     "dimension_std",
     "dimension_std_ratio",
     "effective_rank",
     "is_collapsed",
     "knn_accuracy",
     "knn_predict",
+    "per_class_metric",
+    "per_class_rows",
     "positive_negative_cosine",
     "uniformity",
+    "write_confusion_csv",
+    "write_per_class_csv",
 ]

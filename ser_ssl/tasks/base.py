@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
@@ -139,9 +140,9 @@ class BaseTask(L.LightningModule):
         Modules given as ``class_path`` configs (the CLI's way) are plain data and stay; modules
         built in Python are objects and are left out.
         """
-        hparams = checkpoint.get("hyper_parameters")
-        if hparams:
-            checkpoint["hyper_parameters"] = {k: v for k, v in hparams.items() if _is_plain(v)}
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if checkpoint.get(key):
+                checkpoint[key] = {k: _plain(v) for k, v in checkpoint[key].items() if _is_plain(_plain(v))}
         checkpoint[RNG_KEY] = {"cpu": torch.get_rng_state()}
         if self.device.type == "cuda":
             checkpoint[RNG_KEY]["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -154,6 +155,13 @@ class BaseTask(L.LightningModule):
         torch.set_rng_state(states["cpu"])
         if "cuda" in states and self.device.type == "cuda":
             torch.cuda.set_rng_state(states["cuda"], self.device)
+
+
+def _plain(value: Any) -> Any:
+    """Dataclass settings (e.g. a data module's ``LogMelConfig`` built in Python) as plain dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def _is_plain(value: Any) -> bool:

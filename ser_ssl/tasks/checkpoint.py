@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentParser
 from torch import nn
 
+from ser_ssl.audio import LogMelConfig
 from ser_ssl.errors import UserError
 from ser_ssl.tasks.simclr import CHECKPOINT_KIND
 
@@ -26,12 +28,33 @@ def build_module(spec: dict) -> nn.Module:
     return parser.instantiate(cfg).module
 
 
+@dataclass
+class Pretrained:
+    """What a pretraining checkpoint provides to the code that embeds audio with its encoder.
+
+    ``features`` and ``patch_frames`` are the pretraining data module's settings, recorded by the CLI
+    (``datamodule_hyper_parameters``); ``None`` when the checkpoint does not hold them (a data module
+    built in Python).
+    """
+
+    encoder: nn.Module
+    stats: dict[str, torch.Tensor]  # the Standardize buffers (mean, std, fitted); empty without weights
+    features: LogMelConfig | None = None
+    patch_frames: int | None = None
+
+
 def load_pretrained(path: str | Path, load_weights: bool = True) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Rebuild the encoder recorded in a SimCLR checkpoint; returns it and the input statistics.
 
     The checkpoint is read with ``weights_only=True``. With ``load_weights=False`` the encoder keeps
     its random initialisation and no statistics are returned (a same-architecture baseline).
     """
+    pretrained = read_pretrained(path, load_weights)
+    return pretrained.encoder, pretrained.stats
+
+
+def read_pretrained(path: str | Path, load_weights: bool = True) -> Pretrained:
+    """:func:`load_pretrained` plus the feature settings the encoder was pretrained on, from one read."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -54,8 +77,9 @@ def load_pretrained(path: str | Path, load_weights: bool = True) -> tuple[nn.Mod
             "config); rebuild it by passing the same --model.encoder"
         )
     encoder = build_module(spec)
+    features, patch_frames = _data_settings(ckpt)
     if not load_weights:
-        return encoder, {}
+        return Pretrained(encoder, {}, features, patch_frames)
     state = ckpt["state_dict"]
     enc_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     try:
@@ -65,4 +89,22 @@ def load_pretrained(path: str | Path, load_weights: bool = True) -> tuple[nn.Mod
             f"{path}: encoder weights do not match its config {spec['class_path']}: {err}"
         ) from err
     stats = {k.removeprefix("normalizer."): v for k, v in state.items() if k.startswith("normalizer.")}
-    return encoder, stats
+    return Pretrained(encoder, stats, features, patch_frames)
+
+
+def _data_settings(ckpt: dict) -> tuple[LogMelConfig | None, int | None]:
+    """The log-mel settings and patch length of the data module the checkpoint was trained with."""
+    hparams = ckpt.get("datamodule_hyper_parameters")
+    if not isinstance(hparams, dict):
+        return None, None
+    features = hparams.get("features")
+    if isinstance(features, dict):
+        try:
+            features = LogMelConfig(**features)
+        except TypeError:  # settings of another version of LogMelConfig: treat as unrecorded
+            features = None
+    patch_frames = hparams.get("patch_frames")
+    return (
+        features if isinstance(features, LogMelConfig) else None,
+        patch_frames if isinstance(patch_frames, int) else None,
+    )

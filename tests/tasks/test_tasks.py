@@ -143,6 +143,7 @@ def fit_downstream(model, tiny_data, cache_dir, epochs: int = 2):
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        default_root_dir=cache_dir.parent / "downstream",  # where the per-class reports go
     )
     trainer.fit(model, datamodule=dm)
     return trainer, dm

@@ -1,0 +1,145 @@
+"""Cross-validation over a data set's official folds (ESC-50: 5, UrbanSound8K: 10) in one command.
+
+For each fold ``k`` it runs ``ser-ssl fit`` then ``ser-ssl test`` with the given arguments plus
+``--data.init_args.source.init_args.test_fold k`` and ``--trainer.default_root_dir <root>/fold_k``,
+collects each ``test_metrics.json``, prints a Markdown table (one row per fold, then mean ± std)
+and writes ``<root>/folds.json`` and ``<root>/folds.md``::
+
+    python -m ser_ssl.folds --config configs/probe.yaml --config configs/data/esc50.yaml \\
+        --data.init_args.source.init_args.root /path/to/ESC-50-master --folds 1 2 3 4 5
+
+``--root`` defaults to the run's ``trainer.default_root_dir`` (the last one given on the command
+line or in a ``--config`` file). The standard deviation is the sample one (n - 1). Folds run one
+after the other in this process; a source with ``val_fold`` set must not use it as a test fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from ser_ssl.errors import MissingFileError
+
+FOLD_ARG = "--data.init_args.source.init_args.test_fold"
+ROOT_ARG = "--trainer.default_root_dir"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Our own options (``--folds``, ``--root``); everything else goes to ``ser-ssl fit``/``test``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ser_ssl.folds",
+        allow_abbrev=False,  # never take a prefix of a ser-ssl option for one of ours
+        description="Run ser-ssl fit + test once per test fold and report mean ± std. Every other "
+        "argument (--config, --data..., --model..., --trainer...) is passed to ser-ssl.",
+    )
+    parser.add_argument("--folds", type=int, nargs="+", required=True, help="test folds, e.g. 1 2 3 4 5")
+    parser.add_argument("--root", type=Path, default=None, help="default: the run's trainer.default_root_dir")
+    return parser.parse_known_args(argv)
+
+
+def _option_values(args: Sequence[str], name: str) -> list[str]:
+    """Values of ``name X`` and ``name=X`` in a command line, in order."""
+    values = []
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            values.append(args[i + 1])
+        elif arg.startswith(name + "="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def default_root(cli_args: Sequence[str]) -> Path:
+    """The ``trainer.default_root_dir`` the run would use: the command line's last, else the last
+    ``--config`` file that sets one, else ``runs/folds``."""
+    explicit = _option_values(cli_args, ROOT_ARG)
+    if explicit:
+        return Path(explicit[-1])
+    root = None
+    for config in _option_values(cli_args, "--config"):
+        path = Path(config)
+        if not path.is_file():
+            continue  # ser-ssl itself reports the missing file
+        trainer = (yaml.safe_load(path.read_text()) or {}).get("trainer") or {}
+        root = trainer.get("default_root_dir", root)
+    return Path(root or "runs/folds")
+
+
+def run_folds(folds: Sequence[int], cli_args: Sequence[str], root: Path) -> dict[int, dict[str, float]]:
+    """``fit`` then ``test`` for each fold into ``root/fold_<k>``; the test metrics of each fold."""
+    from ser_ssl.cli import cli_main
+
+    results = {}
+    for k in folds:
+        args = [*cli_args, FOLD_ARG, str(k), ROOT_ARG, str(root / f"fold_{k}")]
+        cli_main(["fit", *args])
+        cli_main(["test", *args])
+        metrics = root / f"fold_{k}" / "test_metrics.json"
+        if not metrics.is_file():
+            raise MissingFileError(f"fold {k}: the test wrote no {metrics}")
+        results[k] = json.loads(metrics.read_text())
+    return results
+
+
+def summarize(per_fold: dict[int, dict[str, float]]) -> dict:
+    """Per-fold metrics with their mean and sample standard deviation (``None`` for one fold)."""
+    names = sorted({name for metrics in per_fold.values() for name in metrics})
+    mean, std = {}, {}
+    for name in names:
+        values = [metrics[name] for metrics in per_fold.values() if name in metrics]
+        mean[name] = statistics.fmean(values)
+        std[name] = statistics.stdev(values) if len(values) > 1 else None
+    return {"folds": {str(k): v for k, v in per_fold.items()}, "mean": mean, "std": std}
+
+
+def markdown_table(summary: dict) -> str:
+    """The summary as a Markdown table: a row per fold and a final ``mean ± std`` row."""
+    names = list(summary["mean"])
+    short = [name.removeprefix("test/") for name in names]
+
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+    lines = ["| fold | " + " | ".join(short) + " |", "|---" * (len(names) + 1) + "|"]
+    for fold, metrics in summary["folds"].items():
+        lines.append(f"| {fold} | " + " | ".join(cell(metrics.get(n)) for n in names) + " |")
+    summary_cells = [f"{cell(summary['mean'][n])} ± {cell(summary['std'][n])}" for n in names]
+    lines.append("| mean ± std | " + " | ".join(summary_cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run every fold, print the table, write ``folds.json`` and ``folds.md``; returns the summary."""
+    options, cli_args = parse_args(argv)
+    root = options.root or default_root(cli_args)
+    summary = summarize(run_folds(options.folds, cli_args, root))
+    summary["args"] = list(cli_args)
+    table = markdown_table(summary)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "folds.json").write_text(json.dumps(summary, indent=2))
+    (root / "folds.md").write_text(table)
+    print(table)
+    return summary
+
+
+def entry_point() -> None:
+    """Console-script entry: user errors print one line, as ``ser-ssl`` does."""
+    from ser_ssl.cli import user_error
+
+    try:
+        main()
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        sys.exit(f"ser-ssl folds: error: {cause}")
+
+
+if __name__ == "__main__":
+    entry_point()

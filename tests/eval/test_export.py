@@ -1,0 +1,146 @@
+"""Embedding export through ``ser-ssl predict``: files, their order and contents, frame sequences."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ser_ssl.audio import LogMel, LogMelConfig, Standardize, load_audio
+from ser_ssl.cli import cli_main
+from ser_ssl.data.views import tile_to, window_starts
+from ser_ssl.tasks import load_pretrained
+from ser_ssl.tasks.embed import frame_layout
+from tests.conftest import tiny_args
+
+PATCH = 101
+
+
+def manifest_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def export(pretrained: Path, manifest: Path, root: Path, *extra: str) -> None:
+    args = tiny_args("export", root, manifest, pretrained / "cache")
+    ckpt = str(pretrained / "pretrain" / "checkpoints" / "last.ckpt")
+    cli_main(["predict", *args, "--model.init_args.encoder_checkpoint", ckpt, *extra])
+
+
+def clip_windows(path: Path) -> tuple[torch.Tensor, list[int], int]:
+    """The clip's windows computed here from its audio, as the cache stores features (float16)."""
+    config = LogMelConfig()
+    mel = LogMel(config)(load_audio(path, config.sample_rate)).half().float().T.numpy()  # [T, n_mels]
+    starts = window_starts(len(mel), PATCH, PATCH)
+    tiled = tile_to(mel, PATCH)
+    windows = torch.stack([torch.from_numpy(tiled[s : s + PATCH].T.copy()) for s in starts])
+    return windows.unsqueeze(1), starts, len(mel)
+
+
+@pytest.fixture(scope="module")
+def exported(pretrained, tiny_data, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    export(pretrained, tiny_data, root, "--model.init_args.frame_level", "true")
+    return root
+
+
+@pytest.mark.slow
+def test_export_writes_one_row_per_clip_in_manifest_order(exported, tiny_data):
+    rows = manifest_rows(tiny_data)
+    out = np.load(exported / "embeddings.npz")  # no allow_pickle: every array is plain
+    assert out["embeddings"].dtype == np.float32 and out["embeddings"].shape == (len(rows), 32)
+    assert out["filenames"].tolist() == [r["filename"] for r in rows]
+    assert out["labels"].tolist() == [r["label"] for r in rows]
+    assert out["split"].tolist() == [r["split"] for r in rows]
+    with (exported / "clips.csv").open(newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(int(t["row"]), t["filename"], t["label"], t["split"]) for t in table] == [
+        (i, r["filename"], r["label"], r["split"]) for i, r in enumerate(rows)
+    ]
+
+
+@pytest.mark.slow
+def test_exported_embeddings_and_frames_equal_a_direct_computation(exported, pretrained, tiny_data):
+    out, frames = np.load(exported / "embeddings.npz"), np.load(exported / "frames.npz")
+    encoder, stats = load_pretrained(pretrained / "pretrain" / "checkpoints" / "last.ckpt")
+    normalizer = Standardize(96)
+    normalizer.load_state_dict(stats)
+    encoder.eval()
+    rows = manifest_rows(tiny_data)
+    durations = [sf.info(str(tiny_data.parent / r["filename"])).duration for r in rows]
+    i = int(np.argmax(durations))  # a clip with several windows, the last overlapping
+    windows, starts, n_frames = clip_windows(tiny_data.parent / rows[i]["filename"])
+    assert len(starts) >= 3 and starts[-1] < starts[-2] + PATCH
+    with torch.no_grad():
+        x = normalizer(windows)
+        expected = encoder(x).mean(0).numpy()
+        per_window = encoder.frames(x).transpose(1, 2).numpy()  # [W, T', D]
+    np.testing.assert_allclose(out["embeddings"][i], expected, rtol=1e-4, atol=1e-5)
+
+    offsets, stamps = frames["offsets"], frames["timestamps"]
+    assert offsets.shape == (len(rows) + 1,) and offsets[-1] == len(frames["frames"]) == len(stamps)
+    seq = frames["frames"][offsets[i] : offsets[i + 1]]
+    out_frames = per_window.shape[1]
+    # the non-overlapping windows come whole and in order; the last one adds only the clip's tail
+    whole = np.concatenate(per_window[:-1])
+    np.testing.assert_allclose(seq[: len(whole)], whole, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(seq[-1], per_window[-1, -1], rtol=1e-4, atol=1e-5)
+    assert len(seq) == pytest.approx(n_frames * out_frames / PATCH, abs=1)
+    hop = LogMelConfig().hop_length / LogMelConfig().sample_rate
+    frame_s = PATCH / out_frames * hop
+    for c in range(len(rows)):
+        t = stamps[offsets[c] : offsets[c + 1]]
+        assert len(t) >= 1 and np.all(np.diff(t) > 0) and t[0] >= 0 and t[-1] <= durations[c] + frame_s / 2
+
+
+@pytest.mark.slow
+def test_export_of_unlabelled_clips_of_one_split(pretrained, tiny_data, tmp_path):
+    rows = manifest_rows(tiny_data)
+    manifest = tmp_path / "unlabelled.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "label", "split"])
+        writer.writerows((tiny_data.parent / r["filename"], "", r["split"]) for r in rows)
+    export(pretrained, manifest, tmp_path / "out", "--data.init_args.predict_split", "test")
+    out = np.load(tmp_path / "out" / "embeddings.npz")
+    test = [r for r in rows if r["split"] == "test"]
+    assert out["embeddings"].shape == (len(test), 32)
+    assert out["filenames"].tolist() == [str(tiny_data.parent / r["filename"]) for r in test]
+    assert set(out["labels"].tolist()) == {""} and set(out["split"].tolist()) == {"test"}
+    assert not (tmp_path / "out" / "frames.npz").exists()
+
+
+def test_frame_layout_keeps_each_instant_once_in_time_order():
+    # 250 frames, windows at 0, 101 and 149 (end-aligned, overlapping), 26 output frames per window
+    keep, centres = frame_layout([0, 101, 149], 250, 101, 26)
+    assert [len(k) for k in keep[:2]] == [26, 26] and 0 < len(keep[2]) < 26
+    assert np.all(np.diff(centres) > 0) and centres[-1] < 250
+    assert len(centres) == pytest.approx(250 * 26 / 101, abs=1)
+    # a clip shorter than a patch keeps only frames of its own audio, not of the tiling
+    keep, centres = frame_layout([0], 20, 101, 26)
+    assert len(keep[0]) == 5 and centres[-1] < 20
+    # too short for any frame midpoint: one frame, at the clip's centre
+    keep, centres = frame_layout([0], 1, 101, 26)
+    assert keep[0].tolist() == [0] and centres.tolist() == [0.0]
+
+
+@pytest.mark.slow
+def test_hear_wrapper_agrees_with_export(exported, pretrained):
+    """Same windows, frames and timestamps; only the cache's float16 log-mel differs (about 1e-3)."""
+    from ser_ssl import hear
+
+    model = hear.load_model(str(pretrained / "pretrain" / "checkpoints" / "last.ckpt"))
+    out, frames = np.load(exported / "embeddings.npz"), np.load(exported / "frames.npz")
+    offsets = frames["offsets"]
+    for i in (0, int(np.argmax(np.diff(offsets)))):
+        audio = load_audio(out["paths"][i], model.sample_rate)[None]
+        scene = hear.get_scene_embeddings(audio, model)[0].numpy()
+        seq, stamps = hear.get_timestamp_embeddings(audio, model)
+        np.testing.assert_allclose(scene, out["embeddings"][i], atol=5e-3)
+        rows = slice(offsets[i], offsets[i + 1])
+        np.testing.assert_allclose(seq[0].numpy(), frames["frames"][rows], atol=5e-3)
+        np.testing.assert_allclose(stamps[0].numpy() / 1000, frames["timestamps"][rows], rtol=1e-6)
