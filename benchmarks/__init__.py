@@ -1,0 +1,1 @@
+"""`make bench`: throughput and memory of ser-ssl, as ratios against baselines from the same run."""
