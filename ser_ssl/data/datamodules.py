@@ -50,6 +50,9 @@ class AudioDataModule(L.LightningDataModule):
         num_workers: DataLoader workers, also used to build the cache in parallel.
         strict: fail on the first unusable audio file instead of skipping it.
         train_split: the manifest split used for training and for the normalisation statistics.
+        pin_memory: page-locked batches for faster host-to-GPU copies (useless on CPU).
+        persistent_workers: keep DataLoader workers between epochs, saving their start-up on GPUs;
+            a resumed run then draws other patches than an uninterrupted one would.
         predict_split: the split ``ser-ssl predict`` embeds (:meth:`predict_dataloader`); ``None``:
             every usable clip.
     """
@@ -67,6 +70,8 @@ class AudioDataModule(L.LightningDataModule):
         strict: bool = False,
         train_split: str = "train",
         predict_split: str | None = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
     ) -> None:
         super().__init__()
         if manifest is not None and source is not None:
@@ -86,6 +91,8 @@ class AudioDataModule(L.LightningDataModule):
         self.strict = strict
         self.train_split = train_split
         self.predict_split = predict_split
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
         self.cache: FeatureCache | None = None
         self.clips: list[Clip] = []
         self.rows: list[int] = []  # cache row of each usable clip, parallel to self.clips
@@ -166,7 +173,8 @@ class AudioDataModule(L.LightningDataModule):
             shuffle=shuffle,
             drop_last=shuffle,
             num_workers=self.num_workers,
-            persistent_workers=False,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
             **kwargs,
         )
 

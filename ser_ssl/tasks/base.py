@@ -33,6 +33,8 @@ class BaseTask(L.LightningModule):
         warmup_epochs: linear warm-up length; the rest of training follows a cosine decay to 0.
         channels_last: run convolutions in the channels-last memory format (about 1.5-1.8x faster
             fp32 training on the 2-core CPUs we measured; see the README).
+        compile: compile the encoder with ``torch.compile`` (in place, so checkpoints keep their
+            keys); worth it on GPUs for long runs, a start-up cost of minutes on CPU.
         lr_scaling: scale every peak learning rate by the global batch (clips per step over all
             processes and accumulated batches) over 256: ``linear`` (Goyal et al. 2017) or ``sqrt``
             (SimCLR's choice for large batches); ``none`` uses ``lr`` as given. Lets one config move
@@ -49,6 +51,7 @@ class BaseTask(L.LightningModule):
         warmup_epochs: float = 0.0,
         channels_last: bool = False,
         lr_scaling: Literal["none", "linear", "sqrt"] = "none",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.normalizer = Standardize(n_mels)
@@ -59,6 +62,7 @@ class BaseTask(L.LightningModule):
         self.warmup_epochs = warmup_epochs
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.lr_scaling = lr_scaling
+        self.compile_encoder = compile
 
     def setup(self, stage: str) -> None:
         """Take the normalisation statistics from the data module unless they came with the weights."""
@@ -66,6 +70,9 @@ class BaseTask(L.LightningModule):
         if not bool(self.normalizer.fitted) and getattr(dm, "norm_mean", None) is not None:
             self.normalizer.set_stats(dm.norm_mean, dm.norm_std)
         self.to(memory_format=self.memory_format)
+        if self.compile_encoder and not getattr(self, "_compiled", False):
+            self.encoder.compile()
+            self._compiled = True
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """Standardise a ``[B, 1, n_mels, frames]`` batch and put it in the configured memory format."""

@@ -31,3 +31,29 @@ def test_an_encoder_object_built_in_python_is_named_as_the_missing_piece(tiny_da
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     with pytest.raises(CheckpointError, match="built in Python"):
         load_pretrained(tmp_path / "model.ckpt")
+
+
+def test_compile_compiles_the_encoder_in_place_so_checkpoint_keys_stay(monkeypatch):
+    calls = []
+    monkeypatch.setattr(VGGLike, "compile", lambda self, *a, **k: calls.append(self))
+    model = SimCLR(
+        encoder=VGGLike(channels=[4, 8], embed_dim=16), proj_hidden_dim=16, proj_dim=8, compile=True
+    )
+    keys = set(model.state_dict())
+    monkeypatch.setattr(type(model), "trainer", property(lambda self: None))
+    model.setup("fit")
+    model.setup("fit")  # a second stage does not compile twice
+    assert calls == [model.encoder] and set(model.state_dict()) == keys
+
+
+def test_loader_options_for_gpus_reach_the_data_loaders(tiny_data, tmp_path):
+    dm = SSLDataModule(
+        manifest=str(tiny_data),
+        cache_dir=str(tmp_path),
+        batch_size=8,
+        num_workers=1,
+        pin_memory=True,
+        persistent_workers=True,
+    )
+    loader = dm._loader(list(range(8)), shuffle=False, batch_size=4)
+    assert loader.pin_memory and loader.persistent_workers
