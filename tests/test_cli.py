@@ -75,6 +75,29 @@ def test_unknown_keys_are_rejected(capsys):
     assert "temprature" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "key, value", [("--model.init_args.temperature", "cold"), ("--data.init_args.batch_size", "1.5")]
+)
+def test_wrong_types_are_rejected_with_the_key_named(capsys, key, value):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", "configs/pretrain.yaml", key, value])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert f'key "{key.rsplit(".", 1)[-1]}"' in err and value in err
+
+
+def test_an_encoder_that_does_not_match_the_checkpoint_is_named(pretrained, tiny_data):
+    args = tiny_args("probe", pretrained / "mismatch", tiny_data, pretrained / "cache")
+    args += [
+        "--model.init_args.encoder_checkpoint",
+        str(pretrained / "pretrain" / "checkpoints" / "last.ckpt"),
+    ]
+    args += ["--model.init_args.encoder", "ser_ssl.models.VGGLike"]  # 512-d, the checkpoint's is 32-d
+    with pytest.raises(Exception, match="does not match") as info:
+        cli_main(["fit", *args])
+    assert "encoder" in str(info.value)
+
+
 def test_user_errors_print_one_line_not_a_traceback(tmp_path, monkeypatch):
     from ser_ssl.cli import main
 
