@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,15 +152,20 @@ def user_error(err: BaseException) -> UserError | None:
     return None
 
 
-def main() -> None:
-    """Entry point of the ``ser-ssl`` console script: user errors print one line, not a traceback."""
+def exit_on_user_error(run: Callable[[], object], prog: str = "ser-ssl") -> None:
+    """Run a command; a user error ends it with one line, ``<prog>: error: ...``, not a traceback."""
     try:
-        cli_main()
+        run()
     except Exception as err:
         cause = user_error(err)
         if cause is None:
             raise
-        sys.exit(f"ser-ssl: error: {cause}")
+        sys.exit(f"{prog}: error: {cause}")
+
+
+def main() -> None:
+    """Entry point of the ``ser-ssl`` console script."""
+    exit_on_user_error(cli_main)
 
 
 if __name__ == "__main__":

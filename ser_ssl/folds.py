@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import statistics
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -129,16 +128,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def entry_point() -> None:
-    """Console-script entry: user errors print one line, as ``ser-ssl`` does."""
-    from ser_ssl.cli import user_error
+    """Console-script entry (``ser-ssl-folds``): user errors print one line, as ``ser-ssl`` does."""
+    from ser_ssl.cli import exit_on_user_error
 
-    try:
-        main()
-    except Exception as err:
-        cause = user_error(err)
-        if cause is None:
-            raise
-        sys.exit(f"ser-ssl folds: error: {cause}")
+    exit_on_user_error(main, "ser-ssl-folds")
 
 
 if __name__ == "__main__":
