@@ -8,7 +8,8 @@ normalisation statistics over the training split.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+import warnings
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import lightning as L
@@ -189,6 +190,9 @@ class AudioDataModule(L.LightningDataModule):
 class SSLDataModule(AudioDataModule):
     """Unlabelled pretraining: batches of two views (and backgrounds) per clip of the training split.
 
+    When some training clips carry a single label, batches also hold ``target`` (the index in the
+    sorted ``classes``, -1 for the other clips), used only by ``SimCLR(online_probe=True)``.
+
     Args:
         knn_splits: ``(bank, query)`` splits for the kNN monitor (``ser_ssl.callbacks.KNNMonitor``),
             used only when their clips carry single labels; ``null`` turns the monitor's data off.
@@ -198,6 +202,24 @@ class SSLDataModule(AudioDataModule):
     def __init__(self, knn_splits: tuple[str, str] | None = ("train", "val"), **kwargs) -> None:
         super().__init__(**kwargs)
         self.knn_splits = knn_splits
+        self.classes: list[str] = []  # sorted single labels of the training split (for the online probe)
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        train = [self.clips[i] for i in self.split_indices(self.train_split)]
+        self.classes = sorted({c.labels[0] for c in train if len(c.labels) == 1})
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def train_targets(self, idx: list[int]) -> list[int] | None:
+        """Class index of each training clip for the online probe: -1 for clips without exactly one
+        label (unlabelled or multi-label); ``None`` when no clip has a single label."""
+        if not self.classes:
+            return None
+        index = {c: k for k, c in enumerate(self.classes)}
+        return [index[c.labels[0]] if len(c.labels) == 1 else -1 for c in (self.clips[i] for i in idx)]
 
     def knn_dataloaders(self) -> tuple[DataLoader, DataLoader] | None:
         """Centre patches of the labelled bank and query clips, or ``None`` when there are none."""
@@ -221,12 +243,18 @@ class SSLDataModule(AudioDataModule):
     def train_dataloader(self) -> DataLoader:
         idx = self.split_indices(self.train_split)
         self._check_batch(len(idx), "pretraining")
-        ds = TwoViewDataset(self.cache, [self.rows[i] for i in idx], self.patch_frames, self.rank)
+        rows = [self.rows[i] for i in idx]
+        ds = TwoViewDataset(self.cache, rows, self.patch_frames, self.rank, targets=self.train_targets(idx))
         return self._loader(ds, shuffle=True, batch_size=self.batch_size)
 
 
 class LabeledDataModule(AudioDataModule):
-    """Single-label classification: random patches for training, whole clips for evaluation.
+    """Classification: random patches for training, whole clips for evaluation.
+
+    Single-label data gives class indices (``long``) as targets; multi-label data (any clip with
+    several labels, e.g. FSD50K) gives multi-hot ``float`` vectors ``[num_classes]`` per clip, which
+    ``collate_windows`` stacks to ``[clips, num_classes]`` for evaluation. ``classes`` is the sorted
+    vocabulary of the training split's labels (every label of every clip).
 
     Args:
         eval_hop_frames: hop between evaluation windows (default: ``patch_frames``, no overlap).
@@ -237,11 +265,20 @@ class LabeledDataModule(AudioDataModule):
         eval_batch_size: clips per evaluation batch (all windows of a clip stay in one batch).
         val_split / test_split: manifest split names; a missing validation split skips validation.
         label_fraction: share of the training clips whose labels are used (the label-efficiency
-            protocol), drawn per class so the class balance stays, at least one clip per class.
-            The subsets are nested: for one ``label_seed`` a smaller fraction keeps a subset of the
-            clips of a larger one. Validation and test always use every clip; the normalisation
-            statistics use the audio (not the labels) of every training clip.
+            protocol). Single-label: drawn per class so the class balance stays, at least one clip
+            per class. Multi-label (classes overlap, so no exact stratification): first one clip for
+            every class not yet covered, classes taken rarest first, then clips in a seeded random
+            order until the share is reached; so every class keeps a positive, and the subset can
+            exceed the share by at most one clip per class. The subsets are nested either way: for
+            one ``label_seed`` a smaller fraction keeps a subset of the clips of a larger one.
+            Validation and test always use every clip; the normalisation statistics use the audio
+            (not the labels) of every training clip.
         label_seed: seed of that draw.
+        multilabel: multi-hot targets even when every clip has one label (``true``), or refuse
+            multi-label data (``false``); ``null`` (default): multi-label when any clip of the data
+            set has several labels. In multi-label mode, labels of validation and test clips that no
+            training clip has are dropped with one warning per split (the clips stay, scored on
+            their other labels); single-label mode refuses such clips instead.
     """
 
     def __init__(
@@ -253,6 +290,7 @@ class LabeledDataModule(AudioDataModule):
         test_split: str = "test",
         label_fraction: float = 1.0,
         label_seed: int = 0,
+        multilabel: bool | None = None,
         **kwargs,
     ) -> None:
         if not 0.0 < label_fraction <= 1.0:
@@ -267,6 +305,8 @@ class LabeledDataModule(AudioDataModule):
         self.test_split = test_split
         self.label_fraction = label_fraction
         self.label_seed = label_seed
+        self.force_multilabel = multilabel
+        self.multilabel: bool | None = multilabel  # decided in setup when None
         self.classes: list[str] = []
         self.train_idx: list[int] = []  # positions in self.clips of the training clips with labels
 
@@ -278,21 +318,23 @@ class LabeledDataModule(AudioDataModule):
                 f"{len(unlabeled)} clips have no label (e.g. {unlabeled[0]}); a labelled task needs one"
             )
         multi = [c for c in self.clips if len(c.labels) > 1]
-        if multi:
+        if multi and self.force_multilabel is False:
             raise DataError(
                 f"{self.data_source.describe()}: {len(multi)} clips have several labels "
-                f"(e.g. {multi[0].path}: {list(multi[0].labels)}); multi-label downstream training "
-                "is not supported yet (pretraining on this data works: it ignores the labels)"
+                f"(e.g. {multi[0].path}: {list(multi[0].labels)}) but multilabel is false; set "
+                "--data.init_args.multilabel true (or leave it null) to train a multi-label classifier"
             )
+        self.multilabel = bool(multi) if self.force_multilabel is None else self.force_multilabel
         train = self.split_indices(self.train_split)
-        self.classes = sorted({self.clips[i].label for i in train})
+        self.classes = sorted({label for i in train for label in self.clips[i].labels})
         if len(self.classes) < 2:
             raise DataError(
                 f"{self.data_source.describe()}: the usable clips of split '{self.train_split}' have one "
                 f"class only ({self.classes}); a classifier needs at least two (pretraining ignores labels)"
             )
         for split in (self.val_split, self.test_split):
-            self._targets(self.split_indices(split), split)  # unseen labels fail now, not after training
+            # unseen labels fail (single-label) or warn (multi-label) now, not after training
+            self._targets(self.split_indices(split), split, warn=True)
         self.train_idx = self.label_subset(train)
         if len(self.train_idx) < len(train):
             log.info(
@@ -303,9 +345,11 @@ class LabeledDataModule(AudioDataModule):
             )
 
     def label_subset(self, idx: list[int]) -> list[int]:
-        """The ``label_fraction`` of ``idx`` kept per class (seeded; at least one clip per class)."""
+        """The ``label_fraction`` of ``idx`` whose labels are used (seeded; see the class docstring)."""
         if self.label_fraction >= 1.0:
             return list(idx)
+        if self.multilabel:
+            return self._multilabel_subset(idx)
         by_class: dict[str, list[int]] = defaultdict(list)
         for i in idx:
             by_class[self.clips[i].label].append(i)
@@ -317,13 +361,49 @@ class LabeledDataModule(AudioDataModule):
             keep += [members[j] for j in rng.permutation(len(members))[:k]]
         return sorted(keep)
 
+    def _multilabel_subset(self, idx: list[int]) -> list[int]:
+        """One seeded order of the clips, independent of the fraction, decides everything: the first
+        clip (in that order) of each still uncovered class, rarest class first, then the order's
+        next clips up to the share. Both parts grow with the fraction, hence nested subsets."""
+        order = [idx[j] for j in np.random.default_rng(self.label_seed).permutation(len(idx))]
+        counts = Counter(label for i in idx for label in self.clips[i].labels)
+        keep: set[int] = set()
+        covered: set[str] = set()
+        for label in sorted(counts, key=lambda c: (counts[c], c)):
+            if label not in covered:
+                first = next(i for i in order if label in self.clips[i].labels)
+                keep.add(first)
+                covered.update(self.clips[first].labels)
+        target = int(len(idx) * self.label_fraction + 0.5)
+        for i in order:
+            if len(keep) >= target:
+                break
+            keep.add(i)
+        return sorted(keep)
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def _targets(self, idx: list[int], split: str = "") -> tuple[list[int], list[int]]:
+    def _targets(self, idx: list[int], split: str = "", warn: bool = False) -> tuple[list[int], np.ndarray]:
+        """Cache rows and targets of the clips ``idx``: class indices, or multi-hot ``[len(idx), C]``."""
         index = {c: k for k, c in enumerate(self.classes)}
-        unknown = [i for i in idx if self.clips[i].label not in index]
+        unknown = [i for i in idx if any(label not in index for label in self.clips[i].labels)]
+        rows = [self.rows[i] for i in idx]
+        if self.multilabel:
+            if unknown and warn:
+                labels = sorted({lb for i in unknown for lb in self.clips[i].labels if lb not in index})
+                warnings.warn(
+                    f"{self.data_source.describe()}: {len(unknown)} clips of split '{split}' have labels "
+                    f"{labels} that no usable clip of the training split '{self.train_split}' has (e.g. "
+                    f"{self.clips[unknown[0]].path}); these labels are ignored, the clips are scored on "
+                    "their other labels",
+                    stacklevel=2,
+                )
+            targets = np.zeros((len(idx), len(self.classes)), dtype=np.float32)
+            for row, i in enumerate(idx):
+                targets[row, [index[lb] for lb in self.clips[i].labels if lb in index]] = 1.0
+            return rows, targets
         if unknown:
             labels = sorted({self.clips[i].label for i in unknown})
             raise DataError(
@@ -332,7 +412,7 @@ class LabeledDataModule(AudioDataModule):
                 f"{self.clips[unknown[0]].path}); the classifier cannot predict them: move some clips of "
                 "these classes into the training split or drop them from the manifest"
             )
-        return [self.rows[i] for i in idx], [index[self.clips[i].label] for i in idx]
+        return rows, np.array([index[self.clips[i].label] for i in idx], dtype=np.int64)
 
     def train_dataloader(self) -> DataLoader:
         idx = self.train_idx

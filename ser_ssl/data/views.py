@@ -39,6 +39,12 @@ def window_starts(n_frames: int, length: int, hop: int) -> list[int]:
     return starts
 
 
+def as_targets(targets: Sequence[int] | Sequence[Sequence[float]] | np.ndarray) -> torch.Tensor:
+    """Class indices as ``long`` ``[N]``, or multi-hot rows ``[N, C]`` as ``float`` (for BCE)."""
+    t = torch.as_tensor(np.asarray(targets))
+    return t.float() if t.ndim == 2 else t.long()
+
+
 class _CacheDataset(Dataset):
     """Shared patch reading and per-worker random state."""
 
@@ -80,12 +86,27 @@ class _CacheDataset(Dataset):
 
 class TwoViewDataset(_CacheDataset):
     """Per clip: two patches at independent random offsets, each with a background patch taken
-    from a different, randomly chosen clip (the two backgrounds are drawn independently)."""
+    from a different, randomly chosen clip (the two backgrounds are drawn independently).
 
-    def __init__(self, cache: FeatureCache, rows: Sequence[int], patch_frames: int, rank: int = 0) -> None:
+    Args:
+        targets: optional class index per clip (-1: none), passed on as ``target`` for the online
+            linear probe (``SimCLR(online_probe=True)``); the views never depend on it.
+    """
+
+    def __init__(
+        self,
+        cache: FeatureCache,
+        rows: Sequence[int],
+        patch_frames: int,
+        rank: int = 0,
+        targets: Sequence[int] | None = None,
+    ) -> None:
         super().__init__(cache, rows, patch_frames, rank)
         if len(self.rows) < 2:
             raise DataError("two-view pretraining needs at least 2 clips (backgrounds come from other clips)")
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
+        if self.targets is not None and len(self.targets) != len(self.rows):
+            raise ValueError(f"{len(self.targets)} targets for {len(self.rows)} clips")
 
     def _other(self, index: int) -> int:
         j = int(self.rng.integers(0, len(self.rows) - 1))
@@ -94,13 +115,17 @@ class TwoViewDataset(_CacheDataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         views = torch.stack([self.random_patch(index) for _ in range(2)])
         backgrounds = torch.stack([self.random_patch(self._other(index)) for _ in range(2)])
-        return {"views": views, "backgrounds": backgrounds, "index": torch.tensor(index)}
+        item = {"views": views, "backgrounds": backgrounds, "index": torch.tensor(index)}
+        if self.targets is not None:
+            item["target"] = self.targets[index]
+        return item
 
 
 class LabeledPatchDataset(_CacheDataset):
-    """Training set for downstream tasks: one random patch per clip and its class index.
+    """Training set for downstream tasks: one random patch per clip and its target.
 
-    Items are dicts: ``patch`` ``[1, n_mels, patch_frames]``, ``target``, and the patch's ``row``
+    Items are dicts: ``patch`` ``[1, n_mels, patch_frames]``, ``target`` (a class index, or a multi-hot
+    ``float`` vector when ``targets`` is 2-D), and the patch's ``row``
     in the cache and ``start`` frame, which identify it (a frozen encoder's embedding of it can be
     computed once and looked up afterwards).
 
@@ -113,13 +138,13 @@ class LabeledPatchDataset(_CacheDataset):
         self,
         cache: FeatureCache,
         rows: Sequence[int],
-        targets: Sequence[int],
+        targets: Sequence[int] | np.ndarray,
         patch_frames: int,
         rank: int = 0,
         hop_frames: int | None = None,
     ) -> None:
         super().__init__(cache, rows, patch_frames, rank)
-        self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.targets = as_targets(targets)
         self.hop_frames = hop_frames
 
     def training_start(self, index: int) -> int:
@@ -159,7 +184,7 @@ class ClipWindowsDataset(LabeledPatchDataset):
         self,
         cache: FeatureCache,
         rows: Sequence[int],
-        targets: Sequence[int],
+        targets: Sequence[int] | np.ndarray,
         patch_frames: int,
         hop_frames: int | None = None,
         ids: Sequence[int] | None = None,

@@ -79,7 +79,8 @@ class BaseTask(L.LightningModule):
         return self.normalizer(x).contiguous(memory_format=self.memory_format)
 
     def trainable_modules(self) -> list[tuple[nn.Module, float]]:
-        """Modules to optimise with their peak learning rates."""
+        """Modules to optimise with their peak learning rates; a parameter held by several of them
+        goes to the first (so a submodule listed before ``self`` gets its own rate)."""
         return [(self, self.lr)]
 
     def lr_factor(self) -> float:
@@ -98,9 +99,11 @@ class BaseTask(L.LightningModule):
         if factor != 1.0:
             rank_zero_info(f"lr_scaling={self.lr_scaling}: peak learning rates multiplied by {factor:.4g}")
         groups = []
+        seen: set[int] = set()  # a parameter belongs to the first module that holds it
         for module, base_lr in self.trainable_modules():
             lr = base_lr * factor
-            params = [p for p in module.parameters() if p.requires_grad]
+            params = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in params)
             decay = [p for p in params if p.ndim > 1]
             no_decay = [p for p in params if p.ndim <= 1]  # biases and norm weights
             groups += [

@@ -8,8 +8,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from jsonargparse import lazy_instance
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
 
 from ser_ssl.augment import Augmentations, Compression, GaussianNoise, MixBack, RandomResizedCrop
 from ser_ssl.losses import NTXentLoss
@@ -32,6 +35,19 @@ class SimCLR(BaseTask):
             instead of ``augment`` (asymmetric views).
         temperature: NT-Xent temperature τ.
         proj_hidden_dim / proj_dim: projection head sizes.
+        online_probe: train a linear classifier on the detached encoder embeddings ``h`` of both
+            views alongside (solo-learn's online probe), with cross-entropy on the batches'
+            ``target`` (clips with target -1 are left out), and log its training accuracy as
+            ``online/acc`` per epoch: a label-aware progress signal at no cost to the SSL run. No
+            gradient reaches the encoder, and the classifier draws nothing from the global RNG, so
+            the encoder and head train exactly as without it. Needs a data module with ``classes``
+            (``SSLDataModule`` on data with single-labelled training clips); otherwise it warns and
+            stays off. Its weights (``online_classifier.*``) are in the checkpoint; encoder loading
+            (``load_pretrained``) ignores them.
+        online_probe_lr: the classifier's peak learning rate, in its own parameter group (same
+            optimiser, weight decay and schedule as the rest).
+        online_probe_classes: number of classes of the probe; by default the data module's, recorded
+            so a checkpoint rebuilds the same classifier.
         **kwargs: optimiser settings of :class:`~ser_ssl.tasks.base.BaseTask`.
     """
 
@@ -46,6 +62,9 @@ class SimCLR(BaseTask):
         temperature: float = 0.2,
         proj_hidden_dim: int = 512,
         proj_dim: int = 512,
+        online_probe: bool = False,
+        online_probe_lr: float = 0.01,
+        online_probe_classes: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -59,6 +78,37 @@ class SimCLR(BaseTask):
         self.second_view_augment = None if second_view_augment is None else Augmentations(second_view_augment)
         self.criterion = NTXentLoss(temperature)
         self._seed = 0
+        self.online_probe = online_probe
+        self.online_probe_lr = online_probe_lr
+        self.online_classifier: nn.Linear | None = None
+        if online_probe and online_probe_classes is not None:
+            self._build_online_probe(online_probe_classes)
+
+    def _build_online_probe(self, num_classes: int) -> None:
+        # forked RNG: its initialisation must not shift any later draw (dropout, data order)
+        with torch.random.fork_rng(devices=[]):
+            self.online_classifier = nn.Linear(self.encoder.embed_dim, num_classes)
+        self.online_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
+
+    def setup(self, stage: str) -> None:
+        if self.online_probe and self.online_classifier is None:
+            n = len(getattr(self.trainer.datamodule, "classes", None) or [])
+            if n >= 2:
+                self.hparams.online_probe_classes = n  # recorded, so the checkpoint rebuilds it
+                self._build_online_probe(n)
+            else:
+                rank_zero_warn(
+                    "SimCLR(online_probe=True) but the data module gives no classes for the training "
+                    "clips (it needs at least two single labels); training without the online probe"
+                )
+        super().setup(stage)
+
+    def trainable_modules(self) -> list[tuple[nn.Module, float]]:
+        """Everything at ``lr``, except the online classifier at ``online_probe_lr`` (listed first:
+        a parameter belongs to the first module that holds it)."""
+        if self.online_classifier is None:
+            return super().trainable_modules()
+        return [(self.online_classifier, self.online_probe_lr), *super().trainable_modules()]
 
     def on_fit_start(self) -> None:
         self._seed = torch.initial_seed()  # what seed_everything set: the root of every view's draw
@@ -96,25 +146,49 @@ class SimCLR(BaseTask):
         return x.contiguous(memory_format=self.memory_format)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Views are made batched on the training device, from a seeded RNG (see :meth:`view_rng`)."""
+        """Views are made batched on the training device, from a seeded RNG (see :meth:`view_rng`).
+
+        Returns the views tensor (see :meth:`training_step`); with the online probe on and a batch
+        that has ``target``, ``{"x": views, "target": [n]}`` instead, so the labels reach the step.
+        """
         if not isinstance(batch, dict) or "views" not in batch:
             return batch
         with self.view_rng():
-            return self.make_views(batch)
+            x = self.make_views(batch)
+        if self.online_classifier is not None and "target" in batch:
+            return {"x": x, "target": batch["target"]}
+        return x
 
-    def training_step(self, x: torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
-        """``x``: the views of ``n`` clips as ``[2n, 1, n_mels, frames]``, clip by clip.
+    def training_step(self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        """``batch``: the views of ``n`` clips as ``[2n, 1, n_mels, frames]``, clip by clip, or a dict
+        of them (``x``) and the clips' class indices (``target``, -1: none) for the online probe.
 
         Returns the loss with the detached embeddings ``h`` and projections ``z`` (``[n, 2, dim]``)
-        for the diagnostics callbacks.
+        for the diagnostics callbacks. With the online probe the returned loss adds the probe's
+        cross-entropy (``train/loss`` stays NT-Xent alone); its gradient reaches only the probe.
         """
+        x, target = (batch["x"], batch.get("target")) if isinstance(batch, dict) else (batch, None)
         n = x.shape[0] // 2
         h = self.encoder(x)
         z = self.head(h).view(n, 2, -1)
         loss = self.criterion(z[:, 0], z[:, 1])
         self.check_finite(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)  # global under DDP
-        return {"loss": loss, "z": z.detach(), "h": h.detach().view(n, 2, -1)}
+        out = {"loss": loss, "z": z.detach(), "h": h.detach().view(n, 2, -1)}
+        if self.online_classifier is not None and target is not None:
+            out["loss"] = loss + self.online_probe_step(h.detach(), target.repeat_interleave(2))
+        return out
+
+    def online_probe_step(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the online classifier on detached embeddings ``[B, D]`` (targets -1 left
+        out; a batch without labels gives 0, still through the classifier, so DDP sees it used)."""
+        logits = self.online_classifier(h.float())
+        valid = target >= 0
+        loss = F.cross_entropy(logits, target, ignore_index=-1, reduction="sum") / valid.sum().clamp(min=1)
+        self.online_acc(logits.detach(), target)
+        self.log("online/loss", loss, on_step=False, on_epoch=True, batch_size=len(target), sync_dist=True)
+        self.log("online/acc", self.online_acc, on_step=False, on_epoch=True)
+        return loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -1,4 +1,4 @@
-"""Tests of the data modules' choice of source, label fractions and the multi-label guard."""
+"""Tests of the data modules' choice of source, label fractions and multi-label targets."""
 
 from __future__ import annotations
 
@@ -75,21 +75,89 @@ def multilabel(tmp_path) -> Path:
     return write_csv(tmp_path / "m.csv", rows, ["filename", "label", "split"])
 
 
-def test_multilabel_data_pretrains_but_is_refused_downstream(multilabel, tmp_path):
-    kwargs = dict(
-        source=CSVManifest(str(multilabel)),
+def ml_kwargs(manifest: Path, tmp_path: Path, **kwargs) -> dict:
+    return dict(
+        source=CSVManifest(str(manifest)),
         cache_dir=str(tmp_path / "cache"),
         batch_size=2,
         num_workers=0,
         patch_frames=8,
+        **kwargs,
     )
-    ssl = SSLDataModule(**kwargs)
+
+
+def test_multilabel_data_pretrains_and_trains_downstream_with_multi_hot_targets(multilabel, tmp_path):
+    ssl = SSLDataModule(**ml_kwargs(multilabel, tmp_path))
     ssl.prepare_data()
     ssl.setup("fit")
     batch = next(iter(ssl.train_dataloader()))
     assert batch["views"].shape[:2] == (2, 2)
-    with pytest.raises(DataError, match="multi-label downstream training is not supported yet"):
-        LabeledDataModule(**kwargs).setup("fit")
+    # the online probe's targets: the single-labelled training clips only, -1 for the others
+    assert ssl.classes == ["music"] and ssl.train_targets(ssl.split_indices("train")) == [0, -1, 0, -1, 0]
+    assert batch["target"].dtype == torch.long
+
+    dm = LabeledDataModule(**ml_kwargs(multilabel, tmp_path))
+    dm.setup("fit")
+    assert dm.multilabel and dm.classes == ["bark", "dog", "music"] and dm.num_classes == 3
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["target"].shape == (2, 3) and batch["target"].dtype == torch.float32
+    assert set(batch["target"].sum(1).tolist()) <= {1.0, 2.0}
+    test = next(iter(dm.test_dataloader()))
+    assert torch.equal(test["target"], torch.tensor([[1.0, 1.0, 0.0]]))  # clip 5: dog;bark
+    with pytest.raises(DataError, match="multilabel is false"):
+        LabeledDataModule(**ml_kwargs(multilabel, tmp_path), multilabel=False).setup("fit")
+
+
+def test_multilabel_can_be_forced_on_single_label_data(tiny_data, cache_dir):
+    dm = labelled(tiny_data, cache_dir, multilabel=True)
+    assert dm.multilabel and dm.num_classes == 12
+    target = next(iter(dm.test_dataloader()))["target"]
+    assert target.shape == (dm.eval_batch_size, 12) and torch.equal(target.sum(1), torch.ones(len(target)))
+    assert labelled(tiny_data, cache_dir).multilabel is False
+
+
+def test_multilabel_unseen_eval_labels_are_dropped_with_one_warning(tmp_path):
+    rows = []
+    clips = [
+        ("a;b", "train"),
+        ("b", "train"),
+        ("a", "train"),
+        ("a;b", "train"),
+        ("a;owl", "test"),
+        ("owl", "test"),
+    ]
+    for i, (labels, split) in enumerate(clips):
+        wav(tmp_path / f"{i}.wav", seed=i)
+        rows.append([f"{i}.wav", labels, split])
+    manifest = write_csv(tmp_path / "m.csv", rows, ["filename", "label", "split"])
+    dm = LabeledDataModule(**ml_kwargs(manifest, tmp_path))
+    with pytest.warns(UserWarning, match=r"2 clips of split 'test' have labels \['owl'\]") as record:
+        dm.setup("fit")
+    assert len([w for w in record if "owl" in str(w.message)]) == 1
+    batch = next(iter(dm.test_dataloader()))
+    assert torch.equal(batch["target"], torch.tensor([[1.0, 0.0], [0.0, 0.0]]))  # clips kept, 'owl' gone
+
+
+def test_multilabel_label_fraction_covers_every_class_and_is_seeded_and_nested(tmp_path):
+    labels = ["a;b", "a", "b", "a;c", "b", "a", "a;b", "b", "a", "owl;b", "a", "b"]  # owl once, c once
+    rows = []
+    for i, lab in enumerate(labels):
+        wav(tmp_path / f"{i}.wav", seed=i)
+        rows.append([f"{i}.wav", lab, "train"])
+    manifest = write_csv(tmp_path / "m.csv", rows, ["filename", "label", "split"])
+
+    def subset(fraction: float, seed: int = 0) -> set[Path]:
+        dm = LabeledDataModule(**ml_kwargs(manifest, tmp_path), label_fraction=fraction, label_seed=seed)
+        dm.setup("fit")
+        return {dm.clips[i].path for i in dm.train_idx}
+
+    labels_of = {tmp_path / f"{i}.wav": set(lab.split(";")) for i, lab in enumerate(labels)}
+    small, half = subset(0.1), subset(0.5)
+    for chosen in (small, half):
+        assert set().union(*(labels_of[p] for p in chosen)) == {"a", "b", "c", "owl"}
+    assert len(small) <= 4 and len(half) == 6  # the share, unless covering every class takes more
+    assert small <= half and half <= subset(0.9) and len(subset(1.0)) == 12
+    assert subset(0.5) == half and any(subset(0.5, seed) != half for seed in (1, 2, 3))
 
 
 def test_folder_source_end_to_end(tmp_path):

@@ -268,3 +268,58 @@ def test_probe_test_reports_use_the_class_names_and_agree_with_bal_acc(tiny_data
     per_class = read_csv(tmp_path / "per_class_test.csv")[1:]
     recall = [float(r[2]) for r in per_class if not math.isnan(float(r[2]))]
     assert sum(recall) / len(recall) == pytest.approx(metrics["test/bal_acc"], abs=1e-6)
+
+
+# --- multi-label training end to end on a tiny CSV manifest -----------------------------------------
+
+MULTI_SPLITS = {
+    "train": ["a;b", "b;c", "a", "c", "a;c", "b", "a;b", "c"],
+    "val": ["a;b", "c", "b"],
+    "test": ["a;b", "c", "b", "a;c"],  # every class has positives and negatives: AP and AUC are defined
+}
+
+
+@pytest.fixture(scope="module")
+def multilabel_data(tmp_path_factory) -> tuple[Path, Path]:
+    """A multi-label CSV manifest of short noise clips and a cache folder for it."""
+    from tests.data.test_sources import wav, write_csv
+
+    root = tmp_path_factory.mktemp("multilabel")
+    rows = []
+    for split, labels in MULTI_SPLITS.items():
+        for k, label in enumerate(labels):
+            name = f"{split}{k}.wav"
+            wav(root / name, seed=len(rows))
+            rows.append([name, label, split])
+    return write_csv(root / "m.csv", rows, ["filename", "label", "split"]), root / "cache"
+
+
+@pytest.mark.parametrize("task", [LinearProbe, FineTune])
+def test_multilabel_downstream_trains_and_reports_map_and_roc_auc(task, multilabel_data, tmp_path):
+    manifest, cache = multilabel_data
+    L.seed_everything(0)
+    dm = LabeledDataModule(
+        manifest=str(manifest),
+        cache_dir=str(cache),
+        batch_size=4,
+        num_workers=0,
+        patch_frames=16,
+        train_hop_frames=8,
+    )
+    model = task(encoder=VGGLike(**SMALL), lr=0.01, optimizer="adamw")
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert model.multilabel and model.classifier[-1].out_features == 3 and dm.classes == ["a", "b", "c"]
+    assert {"val/mAP", "val/roc_auc"} <= set(trainer.callback_metrics)
+    metrics = trainer.test(model, datamodule=dm, verbose=False)[0]
+    assert set(metrics) == {"test/mAP", "test/roc_auc"}
+    assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in metrics.values())
+    rows = read_csv(tmp_path / "per_class_test.csv")
+    assert [r[0] for r in rows[1:]] == ["a", "b", "c"]
