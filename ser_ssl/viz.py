@@ -1,4 +1,5 @@
-"""Figures of what the model sees: SimCLR views step by step, whole clips, and evaluation results.
+"""Figures of what the model sees and learns: SimCLR views step by step, whole clips, evaluation results,
+clip embeddings and a finished run's training curves.
 
 Figures are built with matplotlib's object-oriented API on an Agg canvas, never through ``pyplot``: no
 GUI backend is touched, the caller's backend stays as it was, and pyplot keeps no reference to them
@@ -8,14 +9,17 @@ notebooks display figures directly.
 
 from __future__ import annotations
 
+import csv
 import textwrap
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
@@ -220,6 +224,32 @@ def record_views(model: SimCLR, batch: dict[str, torch.Tensor], clips: int = 4) 
     return records
 
 
+VIEWS_TITLE = (
+    "SimCLR views, one row per clip and view. Colour scales shared per row: log10 mel (patch, "
+    "background, mixed) and standardised (standardised and augmented)"
+)
+
+
+def _view_row(r: ViewRecord) -> list[tuple[torch.Tensor, str, tuple[float, float]]]:
+    """The images of one view's row with their titles and colour ranges, as both view figures show them."""
+    raw = color_range(r.patch, r.background, r.mixed)
+    std = color_range(r.standardised, *(s.output for s in r.stages))
+    clip = f"clip {r.clip}" + (f" (#{r.index})" if r.index is not None else "")
+    if not r.mixback:
+        mixed_title = "mix-back off"
+    elif r.lam is None:
+        mixed_title = "mixed (λ unknown)"
+    else:
+        mixed_title = f"mixed λ={r.lam:.3f}"
+    return [
+        (r.patch, f"{clip} view {r.view + 1}: patch", raw),
+        (r.background, "background (other clip)", raw),
+        (r.mixed, mixed_title, raw),
+        (r.standardised, "standardised", std),
+        *((stage.output, stage.title, std) for stage in r.stages),
+    ]
+
+
 def plot_views(records: Sequence[ViewRecord]) -> Figure:
     """One row per clip and view: patch, background, mixed, standardised, then every augmentation stage.
 
@@ -246,22 +276,7 @@ def plot_views(records: Sequence[ViewRecord]) -> Figure:
     )
     axes = fig.subplots(rows, columns, squeeze=False)
     for i, (row, r) in enumerate(zip(axes, records, strict=True)):
-        raw = color_range(r.patch, r.background, r.mixed)
-        std = color_range(r.standardised, *(s.output for s in r.stages))
-        clip = f"clip {r.clip}" + (f" (#{r.index})" if r.index is not None else "")
-        if not r.mixback:
-            mixed_title = "mix-back off"
-        elif r.lam is None:
-            mixed_title = "mixed (λ unknown)"
-        else:
-            mixed_title = f"mixed λ={r.lam:.3f}"
-        images = [
-            (r.patch, f"{clip} view {r.view + 1}: patch", raw),
-            (r.background, "background (other clip)", raw),
-            (r.mixed, mixed_title, raw),
-            (r.standardised, "standardised", std),
-            *((stage.output, stage.title, std) for stage in r.stages),
-        ]
+        images = _view_row(r)
         for j, ax in enumerate(row):
             if j >= len(images):
                 ax.set_axis_off()
@@ -277,12 +292,70 @@ def plot_views(records: Sequence[ViewRecord]) -> Figure:
             else:
                 ax.set_xlabel("frame", fontsize=7)
     fig.suptitle(
-        "SimCLR views, one row per clip and view. Colour scales shared per row: log10 mel (patch, "
-        "background, mixed) and standardised (standardised and augmented)",
+        VIEWS_TITLE,
         y=1 - 0.1 / fig_h,
         va="top",
         fontsize=9,
     )
+    return fig
+
+
+class _Pixels(Artist):
+    """An RGB image the size of the figure, blitted as it is: unlike ``figimage``, no normalisation and
+    no resampling pass, which for a few megapixels cost more than drawing everything else."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        super().__init__()
+        alpha = np.full((*rgb.shape[:2], 1), 255, dtype=np.uint8)
+        self._rgba = np.ascontiguousarray(np.concatenate([rgb, alpha], axis=-1)[::-1])  # Agg: row 0 at bottom
+
+    def draw(self, renderer: Any) -> None:
+        gc = renderer.new_gc()
+        renderer.draw_image(gc, 0, 0, self._rgba)
+        gc.restore()
+
+
+def plot_views_mosaic(records: Sequence[ViewRecord], zoom: int = 1) -> Figure:
+    """What :func:`plot_views` shows, as one image without axes: the cheap version, for dashboards.
+
+    :func:`plot_views` draws one Axes per image, and building and rendering matplotlib Axes costs about
+    a second for four clips (56 images), every time a callback logs them. Here the spectrograms are
+    coloured into one RGB mosaic (each bin ``zoom`` x ``zoom`` pixels, low bands at the bottom) blitted
+    pixel for pixel, under plain-text titles: the same rows, columns, titles and per-row colour scales,
+    without ticks, several times faster.
+    """
+    if not records:
+        raise ValueError("no views to plot")
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    if zoom < 1:
+        raise ValueError(f"zoom must be >= 1, got {zoom}")
+    rows = [_view_row(r) for r in records]
+    columns = max(len(row) for row in rows)
+    cell_h = zoom * max(_image(spec).shape[0] for row in rows for spec, _, _ in row)
+    cell_w = zoom * max(_image(spec).shape[1] for row in rows for spec, _, _ in row)
+    chars = max(12, int(cell_w / 5.2))  # characters per title line at 7 pt and 100 dpi
+    lines = 2 if cell_w >= 150 else 3
+    pad, gap, line_h = 8, 10, 10  # pixels
+    width = 2 * pad + columns * cell_w + (columns - 1) * gap
+    header = textwrap.wrap(VIEWS_TITLE + " (mel band up, frame right)", int(width / 6.0))
+    header_h, title_h = 8 + 12 * len(header), 4 + line_h * lines
+    height = header_h + len(rows) * (title_h + cell_h) + (len(rows) - 1) * gap + pad
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    fig = _new_figure(width / 100, height / 100, dpi=100)
+    cmap = colormaps[CMAP]
+    for i, row in enumerate(rows):
+        top = header_h + i * (title_h + cell_h + gap) + title_h
+        for j, (spec, title, (vmin, vmax)) in enumerate(row):
+            rgb = cmap(Normalize(vmin, vmax)(np.flipud(_image(spec))), bytes=True)[..., :3]
+            rgb = rgb.repeat(zoom, 0).repeat(zoom, 1)  # colour first: zoom**2 fewer pixels to map
+            left = pad + j * (cell_w + gap)
+            canvas[top : top + rgb.shape[0], left : left + rgb.shape[1]] = rgb
+            text = "\n".join(textwrap.wrap(title, chars)[:lines])
+            fig.text((left + 1) / width, 1 - (top - 2) / height, text, fontsize=7, va="bottom")
+    fig.add_artist(_Pixels(canvas))
+    fig.text(pad / width, 1 - 6 / height, "\n".join(header), fontsize=8, va="top", linespacing=1.1)
     return fig
 
 
@@ -345,11 +418,17 @@ def plot_clip(
 
 
 def plot_confusion(
-    matrix: ArrayLike, classes: Sequence[str], normalize: bool = False, title: str | None = None
+    matrix: ArrayLike,
+    classes: Sequence[str],
+    normalize: bool = False,
+    title: str | None = None,
+    hide_zeros: bool = False,
 ) -> Figure:
     """Confusion matrix, true classes as rows; ``normalize`` divides each row by its count (recall).
 
     Cells are annotated for up to 30 classes; beyond that the colours alone stay readable.
+    ``hide_zeros`` leaves empty cells blank: the confusions stand out, and a dashboard callback renders
+    a few texts instead of k² (each costs about a millisecond).
     """
     m = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
     m = m.astype(float)
@@ -374,9 +453,12 @@ def plot_confusion(
         fontsize = 8 if k <= 10 else 6
         threshold = (m.max() if m.size else 0) / 2
         for (i, j), value in np.ndenumerate(m):
+            if hide_zeros and value == 0:
+                continue
             text = f"{value:.2f}" if normalize else f"{value:g}"
             colour = "white" if value > threshold else "black"
-            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color=colour)
+            cell = ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color=colour)
+            cell.set_in_layout(False)  # inside the axes anyway; measuring k² texts doubled the render time
     return fig
 
 
@@ -409,6 +491,166 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# embeddings (for notebooks/embeddings.ipynb)
+
+
+def _class_colours(labels: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """Sorted classes and a colour each: tab10/tab20 while they suffice, evenly spaced hues beyond."""
+    from matplotlib import colormaps
+
+    classes = sorted(set(labels))
+    k = len(classes)
+    if k <= 10:
+        colours = [colormaps["tab10"](i) for i in range(k)]
+    elif k <= 20:
+        colours = [colormaps["tab20"](i) for i in range(k)]
+    else:
+        colours = [colormaps["hsv"](i / k) for i in range(k)]
+    return classes, dict(zip(classes, colours, strict=True))
+
+
+def plot_embedding_2d(
+    points: ArrayLike, labels: Sequence[str] | None = None, title: str | None = None
+) -> Figure:
+    """Scatter of ``[N, 2]`` points (e.g. a PCA of clip embeddings), one colour per class.
+
+    Classes are sorted so a class keeps its colour across figures of the same data; unlabelled
+    points (``labels=None`` or ``""``) are grey. The legend sits outside the axes so it hides no point.
+    """
+    p = (
+        points.detach().float().cpu().numpy()
+        if isinstance(points, torch.Tensor)
+        else np.asarray(points, float)
+    )
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"expected points of shape [N, 2], got {p.shape}")
+    labels = [""] * len(p) if labels is None else [str(label) for label in labels]
+    if len(labels) != len(p):
+        raise ValueError(f"{len(labels)} labels for {len(p)} points")
+    classes, colours = _class_colours([label for label in labels if label])
+    fig = _new_figure(7.5 if classes else 5.5, 5.0, layout="constrained")
+    ax = fig.subplots()
+    groups = [("", "unlabelled", (0.6, 0.6, 0.6, 1.0))] + [(c, c, colours[c]) for c in classes]
+    for label, name, colour in groups:
+        mask = np.array([x == label for x in labels], dtype=bool)
+        if mask.any():
+            ax.scatter(p[mask, 0], p[mask, 1], s=14, color=colour, label=name, alpha=0.8, linewidths=0)
+    ax.set_xlabel("component 1", fontsize=8)
+    ax.set_ylabel("component 2", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if classes:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=1 + len(classes) // 25)
+    return fig
+
+
+def plot_neighbours(
+    query_spec: ArrayLike,
+    neighbour_specs: Sequence[ArrayLike],
+    titles: Sequence[str],
+    query_title: str = "query",
+) -> Figure:
+    """A query clip's log-mel and its retrieved neighbours' side by side, on one colour scale.
+
+    ``titles`` name the neighbours (e.g. class and cosine), one each; the query is framed in red so it
+    stands out from the row. Clips may differ in length: each image fills its cell.
+    """
+    if len(titles) != len(neighbour_specs):
+        raise ValueError(f"{len(titles)} titles for {len(neighbour_specs)} neighbours")
+    specs = [query_spec, *neighbour_specs]
+    vmin, vmax = color_range(*specs)
+    fig = _new_figure(1.2 + 2.2 * len(specs), 2.6, layout="constrained")
+    axes = fig.subplots(1, len(specs), squeeze=False)[0]
+    for j, (ax, spec, title) in enumerate(zip(axes, specs, [query_title, *titles], strict=True)):
+        show_spectrogram(ax, spec, textwrap.fill(title, 28), vmin, vmax)
+        ax.set_xlabel("frame", fontsize=7)
+        if j == 0:
+            ax.set_ylabel("mel band", fontsize=7)
+            for side in ax.spines.values():
+                side.set(edgecolor="tab:red", linewidth=2.5)
+        else:
+            ax.set_yticks([])
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a finished run's diagnostics (for notebooks/training_run.ipynb)
+
+# (panel title, metric names; a name ending in "*" takes every column with that prefix)
+TRAINING_PANELS: list[tuple[str, list[str]]] = [
+    ("NT-Xent loss", ["train/loss"]),
+    ("learning rate", ["lr-*"]),
+    ("cosine of positive / negative pairs", ["diag/pos_cos", "diag/neg_cos"]),
+    ("alignment / uniformity (lower is better)", ["diag/alignment", "diag/uniformity"]),
+    ("per-dimension std × √d (1: spread, 0: collapse)", ["diag/z_std_ratio", "diag/h_std_ratio"]),
+    ("effective rank", ["diag/z_effective_rank", "diag/h_effective_rank"]),
+    ("kNN accuracy", ["knn/acc", "knn/bal_acc"]),
+    ("throughput (patches/s per process)", ["train/device/samples_per_sec"]),
+]
+
+
+def read_metrics(csv_path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every metric of a CSVLogger ``metrics.csv`` as ``(steps, values)``, empty cells left out.
+
+    Lightning writes one row per logging call with blanks for the metrics not logged then, so each
+    column is its own sparse series over the ``step`` column. Plain ``csv``: no pandas needed.
+    """
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    with Path(csv_path).open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            step = row.get("step")
+            if step in (None, ""):
+                continue
+            for key, value in row.items():
+                if key in ("step", "epoch") or value in (None, ""):
+                    continue
+                steps, values = series.setdefault(key, ([], []))
+                steps.append(float(step))
+                values.append(float(value))
+    return {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in series.items()}
+
+
+def plot_training_run(csv_path: str | Path) -> Figure:
+    """The diagnostics of a pretraining run over optimiser steps, one panel each (:data:`TRAINING_PANELS`).
+
+    Reads the run's CSVLogger ``metrics.csv``; a panel whose metrics were not logged (e.g. kNN accuracy
+    on unlabelled data, or a run too short for the diagnostics' interval) says so instead of a curve.
+    """
+    metrics = read_metrics(csv_path)
+    steps = [s for s, _ in metrics.values() if len(s)]
+    span = (min(s.min() for s in steps), max(s.max() for s in steps)) if steps else None
+    columns = 2
+    rows = -(-len(TRAINING_PANELS) // columns)
+    fig = _new_figure(11.0, 2.5 * rows, layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (title, names) in zip(axes, TRAINING_PANELS, strict=False):
+        keys = [
+            k for n in names for k in sorted(metrics) if (k.startswith(n[:-1]) if n.endswith("*") else k == n)
+        ]
+        for key in keys:
+            steps, values = metrics[key]
+            few = len(steps) <= 20  # sparse series (kNN every few epochs) get markers
+            ax.plot(steps, values, marker="o" if few else None, markersize=3, linewidth=1.2, label=key)
+        if keys:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if span is not None and span[1] > span[0]:
+            margin = 0.02 * (span[1] - span[0])
+            ax.set_xlim(span[0] - margin, span[1] + margin)  # one step axis for all panels
+    for ax in axes[len(TRAINING_PANELS) :]:
+        ax.set_axis_off()
+    for ax in axes[-columns:]:
+        ax.set_xlabel("step", fontsize=8)
+    fig.suptitle(str(csv_path), fontsize=8)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------------------

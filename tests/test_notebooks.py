@@ -1,4 +1,9 @@
-"""Every notebook in notebooks/ runs headless on tiny data, and none is committed with outputs."""
+"""Every notebook in notebooks/ runs headless on tiny data, and none is committed with outputs.
+
+Parameters reach the notebooks as environment variables: ``SER_SSL_NB_CONFIG`` and ``SER_SSL_NB_ARGS``
+(the tiny data) for all, and ``SER_SSL_NB_CHECKPOINT`` and ``SER_SSL_NB_RUN`` (the ``pretrained`` fixture's
+run) for those that read a pretraining run.
+"""
 
 from __future__ import annotations
 
@@ -63,9 +68,16 @@ def training_clips(manifest: Path, out: Path) -> Path:
     return out
 
 
+def needs_a_run(nb: nbformat.NotebookNode) -> bool:
+    """Whether the notebook reads a pretraining run (``SER_SSL_NB_CHECKPOINT`` or ``SER_SSL_NB_RUN``), so
+    the ``pretrained`` fixture's run is made only for the notebooks that need it."""
+    sources = "".join(c.source for c in nb.cells if c.cell_type == "code")
+    return "SER_SSL_NB_CHECKPOINT" in sources or "SER_SSL_NB_RUN" in sources
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_on_tiny_data(path: Path, tiny_data: Path, tmp_path: Path, monkeypatch):
+def test_notebook_runs_on_tiny_data(path: Path, tiny_data: Path, tmp_path: Path, monkeypatch, request):
     args = [
         "--data.init_args.manifest",
         str(training_clips(tiny_data, tmp_path / "train.csv")),
@@ -79,6 +91,10 @@ def test_notebook_runs_on_tiny_data(path: Path, tiny_data: Path, tmp_path: Path,
     monkeypatch.setenv("SER_SSL_NB_CONFIG", "configs/pretrain.yaml")
     monkeypatch.setenv("SER_SSL_NB_ARGS", json.dumps(args))
     nb = nbformat.read(path, as_version=4)
+    if needs_a_run(nb):  # a real 5-epoch pretraining run on the tiny data (conftest.py)
+        run = request.getfixturevalue("pretrained") / "pretrain"
+        monkeypatch.setenv("SER_SSL_NB_CHECKPOINT", str(run / "checkpoints" / "last.ckpt"))
+        monkeypatch.setenv("SER_SSL_NB_RUN", str(run))
     km = kernel_manager(tmp_path / "kernels")
     client = NotebookClient(nb, km=km, timeout=300, resources={"metadata": {"path": str(ROOT)}})
     client.execute()  # raises CellExecutionError, with the cell and its traceback, if a cell fails

@@ -24,14 +24,20 @@ from ser_ssl.data.views import TwoViewDataset
 from ser_ssl.models import VGGLike
 from ser_ssl.tasks import SimCLR
 from ser_ssl.viz import (
+    TRAINING_PANELS,
     color_range,
     figure_to_array,
     load_from_config,
     locate_patch,
     plot_clip,
     plot_confusion,
+    plot_embedding_2d,
+    plot_neighbours,
     plot_per_class,
+    plot_training_run,
     plot_views,
+    plot_views_mosaic,
+    read_metrics,
     record_views,
     show_spectrogram,
 )
@@ -169,6 +175,40 @@ def test_plot_views_leaves_unused_cells_empty_for_asymmetric_views():
         plot_views([])
 
 
+def find_block(image: np.ndarray, block: np.ndarray) -> list[tuple[int, int]]:
+    """Top-left corners where ``block`` appears pixel for pixel in ``image`` (both ``[H, W, 3]``)."""
+    h, w = block.shape[:2]
+    corners = zip(*np.nonzero((image == block[0, 0]).all(-1)), strict=True)
+    return [(y, x) for y, x in corners if np.array_equal(image[y : y + h, x : x + w], block)]
+
+
+@pytest.mark.parametrize("zoom", [1, 2])
+def test_plot_views_mosaic_shows_every_image_pixel_for_pixel_with_low_bands_at_the_bottom(zoom):
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    records = record_views(simclr(), batch(), clips=2)
+    fig = plot_views_mosaic(records, zoom=zoom)
+    image = figure_to_array(fig)
+    texts = [t.get_text().replace("\n", " ") for t in fig.texts]  # titles wrapped to the cell width
+    assert len(texts) == 1 + 4 * 7 and texts[0].startswith("clip 0 (#10) view 1")  # titles, then the header
+    corners = []
+    for r in records:
+        for spec, (vmin, vmax) in [
+            (r.patch, color_range(r.patch, r.background, r.mixed)),
+            (r.stages[-1].output, color_range(r.standardised, *(s.output for s in r.stages))),
+        ]:
+            expected = np.flipud(spec[0].numpy())  # band 0 in the bottom row
+            rgb = colormaps["magma"](Normalize(vmin, vmax)(expected), bytes=True)[..., :3]
+            (corner,) = find_block(image, rgb.repeat(zoom, 0).repeat(zoom, 1))
+            corners.append(corner)
+    ys, xs = zip(*corners, strict=True)
+    assert len(set(ys)) == 4 and len(set(xs)) == 2  # four rows (clips x views), first and last columns
+    assert list(ys) == sorted(ys)  # clip by clip, view by view
+    with pytest.raises(ValueError, match="no views"):
+        plot_views_mosaic([])
+
+
 def test_show_spectrogram_puts_low_bands_at_the_bottom_on_a_shared_scale():
     fig = Figure()
     ax = fig.subplots()
@@ -226,6 +266,68 @@ def test_plot_per_class_draws_one_bar_per_class_in_order():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
     with pytest.raises(ValueError, match="3 values for 2 classes"):
         plot_per_class([0.1, 0.2, 0.3], ["a", "b"], "recall")
+
+
+def test_plot_embedding_2d_draws_one_colour_per_class_and_grey_for_unlabelled():
+    points = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3.0, 1.0]])
+    fig = plot_embedding_2d(points, ["dog", "cat", "dog", ""], title="pca")
+    ax = fig.axes[0]
+    assert [c.get_label() for c in ax.collections] == ["unlabelled", "cat", "dog"]  # sorted classes
+    assert [len(c.get_offsets()) for c in ax.collections] == [1, 1, 2]
+    assert np.allclose(ax.collections[0].get_facecolor()[0][:3], 0.6)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["unlabelled", "cat", "dog"]
+    assert plot_embedding_2d(points.numpy()).axes[0].get_legend() is None  # no labels, no legend
+    with pytest.raises(ValueError, match=r"\[N, 2\]"):
+        plot_embedding_2d(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="3 labels for 4 points"):
+        plot_embedding_2d(points, ["a", "b", "c"])
+
+
+def test_plot_neighbours_puts_the_query_first_on_one_colour_scale():
+    g = torch.Generator().manual_seed(0)
+    query, others = torch.randn(8, 30, generator=g), [torch.randn(8, n, generator=g) + 1 for n in (10, 50)]
+    fig = plot_neighbours(query, others, ["dog cos=0.90", "cat cos=0.80"], query_title="query: dog")
+    assert [ax.get_title() for ax in fig.axes] == ["query: dog", "dog cos=0.90", "cat cos=0.80"]
+    assert len({ax.images[0].get_clim() for ax in fig.axes}) == 1
+    assert fig.axes[0].spines["left"].get_edgecolor()[:3] != fig.axes[1].spines["left"].get_edgecolor()[:3]
+    with pytest.raises(ValueError, match="1 titles for 2 neighbours"):
+        plot_neighbours(query, others, ["dog"])
+
+
+METRICS_CSV = """diag/pos_cos,epoch,knn/acc,lr-AdamW/pg1,lr-AdamW/pg2,step,train/loss
+,0,,0.001,0.001,0,
+0.5,0,,,,0,
+,0,,,,4,3.5
+,0,,0.0005,0.0005,4,
+,0,0.25,,,5,
+,1,,,,9,2.5
+"""
+
+
+def test_read_metrics_gives_each_column_its_own_series(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text(METRICS_CSV)
+    metrics = read_metrics(path)
+    assert set(metrics) == {"diag/pos_cos", "knn/acc", "lr-AdamW/pg1", "lr-AdamW/pg2", "train/loss"}
+    steps, values = metrics["train/loss"]
+    assert steps.tolist() == [4, 9] and values.tolist() == [3.5, 2.5]
+    assert metrics["lr-AdamW/pg1"][0].tolist() == [0, 4]
+
+
+def test_plot_training_run_has_a_panel_per_diagnostic_and_says_what_is_missing(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text(METRICS_CSV)
+    fig = plot_training_run(path)
+    axes = fig.axes[: len(TRAINING_PANELS)]
+    assert [ax.get_title() for ax in axes] == [title for title, _ in TRAINING_PANELS]
+    lines = {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in axes}
+    assert lines["NT-Xent loss"] == ["train/loss"]
+    assert lines["learning rate"] == ["lr-AdamW/pg1", "lr-AdamW/pg2"]  # every parameter group
+    assert lines["kNN accuracy"] == ["knn/acc"]
+    missing = [ax for ax in axes if not ax.get_lines()]
+    assert missing and all(ax.texts[0].get_text() == "not logged in this run" for ax in missing)
+    assert {ax.get_xlim() for ax in axes} == {axes[0].get_xlim()}  # one step axis for every panel
+    assert figure_to_array(fig).shape[2] == 3
 
 
 def test_figure_to_array_is_rgb_uint8_of_the_figure_size():

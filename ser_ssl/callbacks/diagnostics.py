@@ -33,10 +33,13 @@ log = logging.getLogger("ser_ssl")
 def patches_in_batch(batch: Any) -> int:
     """Number of spectrogram patches in a training batch, for ``ThroughputMonitor(batch_size_fn=...)``.
 
-    Accepts what the training hooks see: SimCLR's transferred views ``[2N, 1, n_mels, frames]``, its
-    raw ``{"views": [N, 2, ...]}`` dict, or a labelled ``(x, y)`` pair.
+    Accepts what the training hooks see: SimCLR's transferred views ``[2N, 1, n_mels, frames]`` (or
+    ``{"x": views, "target": ...}`` with its online probe), its raw ``{"views": [N, 2, ...]}`` dict,
+    or a labelled ``(x, y)`` pair.
     """
     if isinstance(batch, Mapping):
+        if "x" in batch:
+            return int(batch["x"].shape[0])
         views = batch["views"]
         return int(views.shape[0] * views.shape[1])
     if isinstance(batch, (tuple, list)):
@@ -185,12 +188,18 @@ class KNNMonitor(pl.Callback):
         self.temperature = temperature
         self.every_n_epochs = every_n_epochs
         self._loaders: tuple[Any, Any] | None = None
+        # (global step, normalised embeddings, labels) of the bank at the last evaluation: EmbeddingTable
+        # reuses them instead of embedding the bank a second time; dropped when fitting ends
+        self.last_bank: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         get_loaders = getattr(trainer.datamodule, "knn_dataloaders", None)
         self._loaders = get_loaders() if callable(get_loaders) else None
         if self._loaders is None and trainer.is_global_zero:
             log.info("KNNMonitor is off: the data module gives no labelled kNN bank (knn_dataloaders())")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.last_bank = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._loaders is None or (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -213,6 +222,7 @@ class KNNMonitor(pl.Callback):
         finally:
             for module, training in modes.items():
                 module.train(training)
+        self.last_bank = (trainer.global_step, bank, bank_y)
         num_classes = int(max(bank_y.max(), query_y.max())) + 1
         return knn_accuracy(query, query_y, bank, bank_y, num_classes, self.k, self.temperature)
 

@@ -82,6 +82,9 @@ class DownstreamTask(BaseTask):
         self.classifier: nn.Sequential | None = None
         self.multilabel = bool(multilabel)
         self.class_names: list[str] = []
+        # rank 0: this stage's confusion matrix (single-label) or per-class AP (multi-label), as written
+        # to CSV at the end of the last validation/test, for callbacks (ClassificationImages) to plot
+        self.per_class_results: dict[str, torch.Tensor] = {}
         if num_classes is not None:
             self._build_head(num_classes, self.multilabel)
 
@@ -190,6 +193,7 @@ class DownstreamTask(BaseTask):
         metric.reset()
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
+        self.per_class_results[stage] = value.detach().cpu()
         root = Path(self.trainer.default_root_dir)
         if not self.multilabel:
             write_confusion_csv(root / f"confusion_{stage}.csv", value, self.class_names)
