@@ -111,3 +111,32 @@ def test_user_errors_print_one_line_not_a_traceback(tmp_path, monkeypatch):
     message = str(exit_info.value.code)
     assert message.startswith("ser-ssl: error: encoder checkpoint") and str(missing) in message
     assert "ser-ssl fit --config configs/pretrain.yaml" in message
+
+
+def test_a_multilabel_probe_on_the_fsd50k_layout_reports_map(pretrained, tmp_path):
+    from tests.data.test_sources import VOCABULARY, wav, write_csv
+
+    root = tmp_path / "FSD50K"
+    truth = root / "FSD50K.ground_truth"
+    write_csv(truth / "vocabulary.csv", VOCABULARY, None)
+    labels = ["Bark,Dog", "Guitar,Music", "Dog", "Music", "Bark", "Guitar"]
+    dev = [[100 + i, labels[i % 6], "", "val" if i >= 8 else "train"] for i in range(11)]
+    write_csv(truth / "dev.csv", dev, ["fname", "labels", "mids", "split"])
+    write_csv(truth / "eval.csv", [[200 + i, labels[i], ""] for i in range(4)], ["fname", "labels", "mids"])
+    for row in dev:
+        wav(root / "FSD50K.dev_audio" / f"{row[0]}.wav", seed=row[0])
+    for i in range(4):
+        wav(root / "FSD50K.eval_audio" / f"{200 + i}.wav", seed=200 + i)
+    args = tiny_args("probe", tmp_path / "probe", root / "unused.csv", tmp_path / "cache")
+    args[args.index("--data.init_args.manifest") : args.index("--data.init_args.manifest") + 2] = []
+    args[2:2] = ["--config", "configs/data/fsd50k.yaml"]
+    args += ["--data.init_args.source.init_args.root", str(root), "--data.init_args.batch_size", "4"]
+    args += [
+        "--model.init_args.encoder_checkpoint",
+        str(pretrained / "pretrain" / "checkpoints" / "last.ckpt"),
+    ]
+    args += ["--trainer.max_epochs", "1"]
+    cli_main(["fit", *args])
+    cli_main(["test", *args])
+    metrics = json.loads((tmp_path / "probe" / "test_metrics.json").read_text())
+    assert 0.0 <= metrics["test/mAP"] <= 1.0 and 0.0 <= metrics["test/roc_auc"] <= 1.0
