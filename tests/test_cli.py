@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from ser_ssl.cli import cli_main
-from tests.conftest import tiny_args
+from tests.conftest import SMALL_ENCODER, tiny_args
 
 pytestmark = pytest.mark.slow
 
@@ -140,3 +140,14 @@ def test_a_multilabel_probe_on_the_fsd50k_layout_reports_map(pretrained, tmp_pat
     cli_main(["test", *args])
     metrics = json.loads((tmp_path / "probe" / "test_metrics.json").read_text())
     assert 0.0 <= metrics["test/mAP"] <= 1.0 and 0.0 <= metrics["test/roc_auc"] <= 1.0
+
+
+def test_pretraining_keeps_the_best_checkpoint_by_the_online_probe(tiny_data, tmp_path):
+    args = tiny_args("pretrain", tmp_path / "run", tiny_data, tmp_path / "cache") + SMALL_ENCODER
+    args += ["--model.init_args.online_probe", "true", "--trainer.max_epochs", "2"]
+    args += ["--checkpoint.monitor", "online/acc", "--checkpoint.mode", "max"]
+    cli = cli_main(["fit", *args])
+    best = cli.trainer.checkpoint_callback
+    assert best.best_model_path and best.best_model_path != best.last_model_path
+    assert 0.0 <= float(best.best_model_score) <= 1.0
+    assert 0.0 <= float(cli.trainer.callback_metrics["online/acc"]) <= 1.0
