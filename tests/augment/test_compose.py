@@ -98,3 +98,27 @@ def test_transforms_are_registered_submodules():
     augment = Augmentations(paper_pipeline())
     assert len(list(augment.children())[0]) == 3
     assert "RandomResizedCrop" in repr(augment)
+
+
+def test_the_pipeline_of_a_yaml_config_equals_the_same_transforms_by_hand():
+    """configs/pretrain.yaml's augment list, parsed and built as the CLI does, against hand-made ones."""
+    from pathlib import Path
+
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from ser_ssl.augment import Compression, GaussianNoise, RandomResizedCrop
+
+    config = yaml.safe_load(Path("configs/pretrain.yaml").read_text())["model"]["init_args"]["augment"]
+    parser = ArgumentParser()
+    parser.add_argument("--augment", type=list[nn.Module])
+    built = parser.instantiate_classes(parser.parse_object({"augment": config})).augment
+    by_hand = [RandomResizedCrop((0.8, 1.0), (0.75, 1.3333333)), Compression(0.75, 1.0), GaussianNoise(0.01)]
+    assert [type(t) for t in built] == [type(t) for t in by_hand]
+    x = torch.randn(6, 1, 16, 24)
+    torch.manual_seed(3)
+    from_yaml = Augmentations(built)(x)
+    torch.manual_seed(3)
+    for t in by_hand:
+        x = t(x)
+    assert torch.equal(from_yaml, x)
