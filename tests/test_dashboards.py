@@ -9,23 +9,11 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2
 
+from tests.callbacks.test_diagnostics import DIAG_KEYS
+
 pytestmark = pytest.mark.slow
 
-DIAGNOSTICS = [
-    "train/loss",
-    "diag/pos_cos",
-    "diag/neg_cos",
-    "diag/alignment",
-    "diag/uniformity",
-    "diag/z_std",
-    "diag/z_std_ratio",
-    "diag/h_std_ratio",
-    "diag/z_effective_rank",
-    "diag/h_effective_rank",
-    "knn/acc",
-    "knn/bal_acc",
-    "train/device/samples_per_sec",
-]
+DIAGNOSTICS = ["train/loss", *DIAG_KEYS, "knn/acc", "knn/bal_acc", "train/device/samples_per_sec"]
 
 
 def _records(path: Path):
