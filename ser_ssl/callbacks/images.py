@@ -268,7 +268,7 @@ class EmbeddingTable(pl.Callback):
         get_loaders = getattr(trainer.datamodule, "knn_dataloaders", None)
         loaders = get_loaders() if callable(get_loaders) and trainer.is_global_zero else None
         self._bank = loaders[0] if loaders is not None else None
-        self._classes = knn_class_names(trainer.datamodule) if self._bank is not None else None
+        self._classes = getattr(trainer.datamodule, "knn_classes", None) if self._bank is not None else None
         if self._bank is None and trainer.is_global_zero:
             log.info("EmbeddingTable is off: the data module gives no labelled kNN bank (knn_dataloaders())")
 
@@ -355,15 +355,6 @@ def write_embeddings_csv(path: Path, columns: list[str], labels: list[str], embe
         lines = zip(quoted.getvalue().splitlines(), numbers.getvalue().splitlines(), strict=True)
         f.writelines(f"{label},{values}\n" for label, values in lines)
     return path
-
-
-def knn_class_names(datamodule: Any) -> list[str] | None:
-    """Class names of the kNN bank's integer labels, as ``SSLDataModule.knn_dataloaders`` numbers them
-    (sorted labels of the bank split), or ``None`` for a data module without clips and ``knn_splits``."""
-    splits = getattr(datamodule, "knn_splits", None)
-    if not splits or not hasattr(datamodule, "split_indices") or not hasattr(datamodule, "clips"):
-        return None
-    return sorted({datamodule.clips[i].label for i in datamodule.split_indices(splits[0])})
 
 
 @torch.no_grad()

@@ -160,12 +160,20 @@ class AudioDataModule(L.LightningDataModule):
         idx = list(range(len(self.clips))) if split is None else self.split_indices(split)
         if not idx:
             raise DataError(f"{self.data_source.describe()}: no usable clip in split '{split}' to embed")
-        labels = sorted({self.clips[i].labels[0] for i in idx if len(self.clips[i].labels) == 1})
-        index = {c: k for k, c in enumerate(labels)}
-        targets = [index[c.labels[0]] if len(c.labels) == 1 else -1 for c in (self.clips[i] for i in idx)]
+        targets = self.single_label_targets(idx, self.single_labels(idx))
         rows = [self.rows[i] for i in idx]
         ds = ClipWindowsDataset(self.cache, rows, targets, self.patch_frames, ids=idx)
         return self._loader(ds, shuffle=False, batch_size=self.batch_size, collate_fn=collate_windows)
+
+    def single_labels(self, idx: list[int]) -> list[str]:
+        """Sorted labels of the clips at ``idx`` that carry exactly one label."""
+        return sorted({self.clips[i].labels[0] for i in idx if len(self.clips[i].labels) == 1})
+
+    def single_label_targets(self, idx: list[int], classes: list[str]) -> list[int]:
+        """Each clip's index in ``classes``; -1 for clips without exactly one label or outside them."""
+        index = {c: k for k, c in enumerate(classes)}
+        labels = [self.clips[i].labels for i in idx]
+        return [index.get(lb[0], -1) if len(lb) == 1 else -1 for lb in labels]
 
     def _loader(self, dataset, shuffle: bool, batch_size: int, **kwargs) -> DataLoader:
         return DataLoader(
@@ -203,11 +211,11 @@ class SSLDataModule(AudioDataModule):
         super().__init__(**kwargs)
         self.knn_splits = knn_splits
         self.classes: list[str] = []  # sorted single labels of the training split (for the online probe)
+        self.knn_classes: list[str] = []  # names of the kNN loaders' integer labels
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
-        train = [self.clips[i] for i in self.split_indices(self.train_split)]
-        self.classes = sorted({c.labels[0] for c in train if len(c.labels) == 1})
+        self.classes = self.single_labels(self.split_indices(self.train_split))
 
     @property
     def num_classes(self) -> int:
@@ -216,10 +224,7 @@ class SSLDataModule(AudioDataModule):
     def train_targets(self, idx: list[int]) -> list[int] | None:
         """Class index of each training clip for the online probe: -1 for clips without exactly one
         label (unlabelled or multi-label); ``None`` when no clip has a single label."""
-        if not self.classes:
-            return None
-        index = {c: k for k, c in enumerate(self.classes)}
-        return [index[c.labels[0]] if len(c.labels) == 1 else -1 for c in (self.clips[i] for i in idx)]
+        return self.single_label_targets(idx, self.classes) if self.classes else None
 
     def knn_dataloaders(self) -> tuple[DataLoader, DataLoader] | None:
         """Centre patches of the labelled bank and query clips, or ``None`` when there are none."""
@@ -230,11 +235,12 @@ class SSLDataModule(AudioDataModule):
         if not bank or not query or any(len(c.labels) != 1 for c in clips):
             log.info("no kNN monitor data: splits %s need clips with one label each", self.knn_splits)
             return None
-        classes = {c: k for k, c in enumerate(sorted({self.clips[i].label for i in bank}))}
-        query = [i for i in query if self.clips[i].label in classes]  # unseen classes cannot be voted for
+        self.knn_classes = self.single_labels(bank)
+        known = set(self.knn_classes)
+        query = [i for i in query if self.clips[i].label in known]  # unseen classes cannot be voted for
 
         def loader(idx: list[int]) -> DataLoader:
-            targets = [classes[self.clips[i].label] for i in idx]
+            targets = self.single_label_targets(idx, self.knn_classes)
             ds = CentrePatchDataset(self.cache, [self.rows[i] for i in idx], targets, self.patch_frames)
             return DataLoader(ds, batch_size=self.batch_size, num_workers=0)
 
