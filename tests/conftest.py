@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -65,6 +66,12 @@ def tiny_data(tmp_path_factory) -> Path:
     """Manifest of a small synthetic set (a few short clips per class and split)."""
     root = tmp_path_factory.mktemp("synthetic")
     return generate(root, seed=0, train_per_class=4, val_per_class=2, test_per_class=2, max_seconds=2.5)
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A Trainer that logs, checkpoints and prints nothing unless ``kwargs`` ask for it."""
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    return L.Trainer(**{**quiet, "enable_model_summary": False, **kwargs})
 
 
 def make_cache(directory: Path, lengths: list[int], n_mels: int = 8) -> FeatureCache:

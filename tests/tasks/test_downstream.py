@@ -19,6 +19,7 @@ from ser_ssl.errors import ConfigError
 from ser_ssl.models import VGGLike
 from ser_ssl.tasks import FineTune, LinearProbe
 from ser_ssl.tasks.downstream import EmbeddingMemo
+from tests.conftest import quiet_trainer
 
 FRAMES = 4
 
@@ -72,9 +73,7 @@ def identity_head(model, n: int) -> None:
 
 
 def run_test(model, data: FakeData, root: Path) -> dict[str, float]:
-    trainer = L.Trainer(
-        logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=root
-    )
+    trainer = quiet_trainer(default_root_dir=root)
     return trainer.test(model, datamodule=data, verbose=False)[0]
 
 
@@ -210,12 +209,8 @@ def fit_probe(tiny_data, cache_dir, root, cache: bool, epochs: int = 3, hop: int
         manifest=str(tiny_data), cache_dir=str(cache_dir), batch_size=8, num_workers=0, train_hop_frames=hop
     )
     recorder = Recorder()
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         callbacks=[recorder],
         default_root_dir=root,
@@ -307,12 +302,8 @@ def test_multilabel_downstream_trains_and_reports_map_and_roc_auc(task, multilab
         train_hop_frames=8,
     )
     model = task(encoder=VGGLike(**SMALL), lr=0.01, optimizer="adamw")
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=dm)

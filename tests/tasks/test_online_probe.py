@@ -12,6 +12,7 @@ from ser_ssl.callbacks import patches_in_batch
 from ser_ssl.data import SSLDataModule
 from ser_ssl.tasks import SimCLR, load_pretrained
 from ser_ssl.tasks.checkpoint import build_module
+from tests.conftest import quiet_trainer
 
 SMALL = {"class_path": "ser_ssl.models.VGGLike", "init_args": {"channels": [8, 16], "embed_dim": 32}}
 CLIPS, N_MELS, FRAMES = 24, 16, 24
@@ -54,12 +55,8 @@ def fit(online_probe: bool, root, steps: int = 4, **kwargs) -> tuple[SimCLR, L.T
         lr=0.05,
         **kwargs,
     )
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         default_root_dir=root,
     )
     trainer.fit(model, datamodule=Data())

@@ -1,4 +1,3 @@
-import lightning as L
 import pytest
 import torch
 
@@ -7,6 +6,7 @@ from ser_ssl.models import VGGLike
 from ser_ssl.tasks import FineTune, LinearProbe, SimCLR, load_pretrained
 from ser_ssl.tasks.checkpoint import CheckpointError, build_module
 from ser_ssl.tasks.downstream import clip_mean
+from tests.conftest import quiet_trainer
 
 SMALL = {"class_path": "ser_ssl.models.VGGLike", "init_args": {"channels": [8, 16], "embed_dim": 32}}
 
@@ -136,12 +136,8 @@ def encoder_state(model) -> dict[str, torch.Tensor]:
 
 def fit_downstream(model, tiny_data, cache_dir, epochs: int = 2):
     dm = LabeledDataModule(manifest=str(tiny_data), cache_dir=str(cache_dir), batch_size=8, num_workers=0)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=cache_dir.parent / "downstream",  # where the per-class reports go
     )
