@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 1000000000
 export MALLOC_TRIM_THRESHOLD_ := 1000000000
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench results drums clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,26 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# The README's results table (README, "Results"): every row for every seed; finished runs are kept, so
+# a second call only runs what is missing. MANIFEST=path/to/manifest.csv runs it on other data,
+# ROWS="logmel ssl" runs some rows (python -m ser_ssl.results --help lists them).
+DATASETS ?= ../shared/datasets
+DRUMS := data/real/drums/manifest.csv
+MANIFEST ?= $(DRUMS)
+SEEDS ?= 0 1 2
+
+results: $(STAMP) $(MANIFEST)
+	$(BIN)/python -m ser_ssl.results --manifest $(MANIFEST) --seeds $(SEEDS) $(if $(ROWS),--rows $(ROWS))
+
+# The drums set: drum kits from Debian packages (apt, as root), rendered by $(DATASETS)/make_drums.py.
+drums: $(DRUMS)
+
+$(DRUMS):
+	bash $(DATASETS)/setup.sh
+	test -x data/.drumvenv/bin/python || $(PYTHON) -m venv data/.drumvenv
+	data/.drumvenv/bin/python -m pip install --quiet numpy scipy soundfile
+	data/.drumvenv/bin/python $(DATASETS)/make_drums.py --out data/real
 
 lint: $(STAMP)
 	$(BIN)/ruff check ser_ssl tests benchmarks

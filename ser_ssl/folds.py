@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     return parser.parse_known_args(argv)
 
 
-def _option_values(args: Sequence[str], name: str) -> list[str]:
+def option_values(args: Sequence[str], name: str) -> list[str]:
     """Values of ``name X`` and ``name=X`` in a command line, in order."""
     values = []
     for i, arg in enumerate(args):
@@ -57,11 +57,11 @@ def _option_values(args: Sequence[str], name: str) -> list[str]:
 def default_root(cli_args: Sequence[str]) -> Path:
     """The ``trainer.default_root_dir`` the run would use: the command line's last, else the last
     ``--config`` file that sets one, else ``runs/folds``."""
-    explicit = _option_values(cli_args, ROOT_ARG)
+    explicit = option_values(cli_args, ROOT_ARG)
     if explicit:
         return Path(explicit[-1])
     root = None
-    for config in _option_values(cli_args, "--config"):
+    for config in option_values(cli_args, "--config"):
         path = Path(config)
         if not path.is_file():
             continue  # ser-ssl itself reports the missing file

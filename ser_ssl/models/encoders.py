@@ -153,3 +153,27 @@ class CRNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return pool_time(self.frames(x))
+
+
+class LogMelStats(nn.Module):
+    """No network: each mel band's mean and standard deviation over time, and those of its first
+    difference (``4 * n_mels`` numbers). Under :class:`~ser_ssl.tasks.LinearProbe` this is the
+    classic log-mel statistics + logistic regression baseline that a learned encoder has to beat.
+    """
+
+    def __init__(self, n_mels: int = 96) -> None:
+        super().__init__()
+        self.embed_dim = 4 * n_mels
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """The input frames themselves, ``[B, n_mels, frames]``."""
+        return x.flatten(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq = self.frames(x)
+        delta = seq.diff(dim=-1) if seq.shape[-1] > 1 else torch.zeros_like(seq)
+        stats = [seq.mean(-1), seq.std(-1, correction=0), delta.mean(-1), delta.std(-1, correction=0)]
+        out = torch.cat(stats, dim=1)
+        if out.shape[1] != self.embed_dim:
+            raise ConfigError(f"LogMelStats(n_mels={self.embed_dim // 4}) got {x.shape[2]} mel bands")
+        return out

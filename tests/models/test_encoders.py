@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ser_ssl.cli import cli_main
-from ser_ssl.models import CRNN, ResNet18, VGGLike
+from ser_ssl.errors import ConfigError
+from ser_ssl.models import CRNN, LogMelStats, ResNet18, VGGLike
 from tests.conftest import tiny_args
 
 # encoder class, expected parameter count ("about", within 15%), embedding size
@@ -115,3 +116,16 @@ def test_preset_pretrains_then_probes_through_the_cli(preset, extra, tiny_data, 
     cli_main(["test", *probe])
     metrics = json.loads((tmp_path / "probe" / "test_metrics.json").read_text())
     assert 0.0 <= metrics["test/bal_acc"] <= 1.0
+
+
+def test_logmel_stats_are_band_means_and_stds_of_frames_and_differences():
+    x = torch.randn(3, 1, 8, 20)
+    out = LogMelStats(n_mels=8)(x)
+    seq, delta = x[:, 0], x[:, 0].diff(dim=-1)
+    expected = torch.cat(
+        [seq.mean(-1), seq.std(-1, correction=0), delta.mean(-1), delta.std(-1, correction=0)], 1
+    )
+    assert out.shape == (3, 32) and torch.allclose(out, expected)
+    assert torch.isfinite(LogMelStats(n_mels=8)(x[..., :1])).all()  # a one-frame patch has no difference
+    with pytest.raises(ConfigError, match="n_mels=8"):
+        LogMelStats(n_mels=8)(torch.randn(2, 1, 16, 20))
