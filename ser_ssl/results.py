@@ -18,9 +18,9 @@ Work already done is kept: a run whose ``result.json`` exists is read, not rerun
 cut off midway resumes from its ``last.ckpt``; a run directory made with other settings (its
 ``fingerprint.txt`` covers the options, the configs' contents and the pretraining) is refused. So
 the table can be built over several sittings, and an interrupted ``make results`` loses at most the
-run in progress' last epoch. Each run directory
-holds the run's ``command.txt``. Outputs under ``--out``: ``results.csv`` (a line per row and seed),
-``results.md`` (the table and each row's commands) and ``ablations.png``.
+run in progress' last epoch. Each run directory holds the run's ``command.txt``. Outputs under
+``--out``: ``results.csv`` (a line per row and seed), ``results.md`` (the table and each row's
+commands) and ``ablations.png``.
 """
 
 from __future__ import annotations
@@ -128,11 +128,12 @@ class Runner:
             "--config", "configs/pretrain.yaml", *VARIANTS[variant], *self.pretrain_common,
             "--seed_everything", str(seed), "--trainer.default_root_dir", str(root),
         ]  # fmt: skip
-        record = self._done(root, fingerprint(args))
+        mark = fingerprint(args)
+        record = self._done(root, mark)
         if record is None:
             resume = ["--ckpt_path", "last"] if (root / "checkpoints" / "last.ckpt").is_file() else []
             record = self._run(root, [("fit", args + resume)])
-            record["fingerprint"] = fingerprint(args)
+            record["fingerprint"] = mark
             (root / "result.json").write_text(json.dumps(record, indent=2))
         return root / "checkpoints" / "last.ckpt", record
 
@@ -149,10 +150,11 @@ class Runner:
             *row.downstream, *ckpt, *row.extra, *self.downstream_common,
             "--seed_everything", str(seed), "--trainer.default_root_dir", str(root),
         ]  # fmt: skip
-        record = self._done(root, fingerprint(args, upstream))
+        mark = fingerprint(args, upstream)
+        record = self._done(root, mark)
         if record is None:
             record = self._run(root, [("fit", args), ("test", args)])
-            record["fingerprint"] = fingerprint(args, upstream)
+            record["fingerprint"] = mark
             metrics = root / "test_metrics.json"
             if not metrics.is_file():
                 raise MissingFileError(f"{row.name}, seed {seed}: the test wrote no {metrics}")
@@ -170,8 +172,9 @@ class Runner:
 
     @staticmethod
     def _done(root: Path, expected: str) -> dict | None:
-        """The record of the finished run in ``root``, ``None`` if there is none yet; refuses a run
-        (finished or cut off) that other settings made, rather than mixing it into the table."""
+        """The record of the finished run in ``root``, ``None`` if there is none yet. Marks ``root``
+        with ``expected`` and refuses a run (finished or cut off) that other settings made, rather
+        than mixing it into the table."""
         mark = root / "fingerprint.txt"
         if mark.is_file() and mark.read_text().strip() != expected:
             raise ConfigError(
@@ -292,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     options = parse_args(argv)
     if options.manifest and not Path(options.manifest).is_file():
         raise MissingFileError(
-            f"manifest {options.manifest} does not exist (the drums set: README, 'Results', builds it)"
+            f"manifest {options.manifest} does not exist "
+            "(`make drums` builds the drums set: README, 'Results on real audio')"
         )
     rows = [r for r in ROWS if options.rows is None or r.name in options.rows]
     runner = Runner(options)

@@ -163,6 +163,7 @@ class LogMelStats(nn.Module):
 
     def __init__(self, n_mels: int = 96) -> None:
         super().__init__()
+        self.n_mels = n_mels
         self.embed_dim = 4 * n_mels
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,10 +171,9 @@ class LogMelStats(nn.Module):
         return x.flatten(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] != self.n_mels:
+            raise ConfigError(f"LogMelStats(n_mels={self.n_mels}) got {x.shape[2]} mel bands")
         seq = self.frames(x)
         delta = seq.diff(dim=-1) if seq.shape[-1] > 1 else torch.zeros_like(seq)
         stats = [seq.mean(-1), seq.std(-1, correction=0), delta.mean(-1), delta.std(-1, correction=0)]
-        out = torch.cat(stats, dim=1)
-        if out.shape[1] != self.embed_dim:
-            raise ConfigError(f"LogMelStats(n_mels={self.embed_dim // 4}) got {x.shape[2]} mel bands")
-        return out
+        return torch.cat(stats, dim=1)
