@@ -12,6 +12,8 @@ Rows (``--rows`` picks some; each names the configs it layers, as a user would t
 - ``random``: linear probe on the pretraining architecture with random weights;
 - ``ssl``: linear probe on the encoder pretrained with ``configs/pretrain.yaml`` as it is;
 - ``finetune`` / ``scratch``: that encoder fine-tuned, and the same network trained from scratch;
+- ``finetune_10pct`` / ``scratch_10pct``: the same two with the labels of 10% of the training clips
+  (``label_fraction``; the same clips for both), where pretraining on all of them has more to add;
 - one linear-probe row per ablation preset in ``configs/views/``.
 
 Work already done is kept: a run whose ``result.json`` exists is read, not rerun, and a pretraining
@@ -53,6 +55,9 @@ class Row:
 
 
 PROBE = ("--config", "configs/probe.yaml")
+FINETUNE = ("--config", "configs/finetune.yaml")
+SCRATCH = ("--config", "configs/scratch.yaml")
+TENTH = ("--data.init_args.label_fraction", "0.1")
 
 # Pretraining variants: configs layered on configs/pretrain.yaml.
 VARIANTS: dict[str, tuple[str, ...]] = {"default": ()}
@@ -75,9 +80,11 @@ ROWS: tuple[Row, ...] = (
     Row("random", "linear probe, random encoder", "main", PROBE,
         extra=("--model.init_args.load_weights", "false")),
     Row("ssl", "linear probe, SSL encoder (configs/pretrain.yaml)", "main", PROBE),
-    Row("finetune", "fine-tuned SSL encoder", "main", ("--config", "configs/finetune.yaml")),
-    Row("scratch", "same network trained from scratch", "main", ("--config", "configs/scratch.yaml"),
-        pretrain=None),
+    Row("finetune", "fine-tuned SSL encoder", "main", FINETUNE),
+    Row("scratch", "same network trained from scratch", "main", SCRATCH, pretrain=None),
+    Row("finetune_10pct", "fine-tuned SSL encoder, 10% of the labels", "labels", FINETUNE, extra=TENTH),
+    Row("scratch_10pct", "trained from scratch, 10% of the labels", "labels", SCRATCH, pretrain=None,
+        extra=TENTH),
     *(Row(f"ablation_{name}", label, "ablation", PROBE, pretrain=name) for name, label in ABLATIONS.items()),
 )  # fmt: skip
 

@@ -62,7 +62,7 @@ def table(tmp_path_factory, tiny_data):
     out = tmp_path_factory.mktemp("results")
     argv = [
         "--manifest", str(tiny_data), "--out", str(out), "--seeds", "0", "1",
-        "--rows", "logmel", "random", "ssl", "finetune", "scratch", "ablation_mixback_only",
+        "--rows", "logmel", "random", "ssl", "finetune", "scratch", "finetune_10pct", "ablation_mixback_only",
         "--pretrain-args", f"{TINY} --data.init_args.cache_dir {out / 'cache'} " + shlex.join(SMALL_ENCODER),
         "--downstream-args", f"{TINY} --data.init_args.cache_dir {out / 'cache'}",
     ]  # fmt: skip
@@ -77,11 +77,12 @@ def test_table_has_every_row_and_seed_with_real_metrics(table):
         "ssl",
         "finetune",
         "scratch",
+        "finetune_10pct",
         "ablation_mixback_only",
     ]
     with (out / "results.csv").open() as f:
         lines = list(csv.DictReader(f))
-    assert len(lines) == 12 and {line["seed"] for line in lines} == {"0", "1"}
+    assert len(lines) == 14 and {line["seed"] for line in lines} == {"0", "1"}
     for line_ in lines:
         metrics = json.loads((out / line_["row"] / f"seed{line_['seed']}" / "test_metrics.json").read_text())
         assert float(line_["value"]) == pytest.approx(metrics["test/bal_acc"])
@@ -97,6 +98,10 @@ def test_table_has_every_row_and_seed_with_real_metrics(table):
     assert pretrained == {f"pretrain/{v}/seed{s}" for v in ("default", "mixback_only") for s in (0, 1)}
     command = (out / "random" / "seed1" / "command.txt").read_text()
     assert "pretrain/default/seed1/checkpoints/last.ckpt" in command and "--seed_everything 1" in command
+    # the label-efficiency row fine-tunes the same pretraining on a tenth of the labels
+    command = (out / "finetune_10pct" / "seed0" / "command.txt").read_text()
+    assert "pretrain/default/seed0/checkpoints/last.ckpt" in command
+    assert "--data.init_args.label_fraction 0.1" in command
 
 
 def test_finished_runs_are_read_back_and_a_cut_pretraining_resumes(table, monkeypatch):
