@@ -27,8 +27,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 # The README's results table (README, "Results on real audio"): every row for every seed; finished
-# runs are kept, so a second call only runs what is missing. MANIFEST=path/to/manifest.csv runs it on other data,
-# ROWS="logmel ssl" runs some rows (python -m ser_ssl.results --help lists them).
+# runs are kept, so a second call only runs what is missing. MANIFEST=path/to/manifest.csv runs it on
+# other data, ROWS="logmel ssl" runs some rows (python -m ser_ssl.results --help lists them).
 DATASETS ?= ../shared/datasets
 DRUMS := data/real/drums/manifest.csv
 MANIFEST ?= $(DRUMS)
