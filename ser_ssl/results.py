@@ -9,7 +9,8 @@ sample standard deviation over the seeds::
 Rows (``--rows`` picks some; each names the configs it layers, as a user would type them):
 
 - ``logmel``: log-mel statistics under the linear probe (``configs/logmel_stats.yaml``), no network;
-- ``random``: linear probe on the pretraining architecture with random weights;
+- ``random``: linear probe on the pretraining's encoder architecture with random weights (no
+  pretraining needed);
 - ``ssl``: linear probe on the encoder pretrained with ``configs/pretrain.yaml`` as it is;
 - ``finetune`` / ``scratch``: that encoder fine-tuned, and the same network trained from scratch;
 - ``finetune_10pct`` / ``scratch_10pct``: the same two with the labels of 10% of the training clips
@@ -28,8 +29,10 @@ commands) and ``ablations.png``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
+import io
 import json
 import shlex
 import statistics
@@ -52,6 +55,7 @@ class Row:
     downstream: tuple[str, ...]  # configs (and options) of the probe or fine-tune
     pretrain: str | None = "default"
     extra: tuple[str, ...] = field(default_factory=tuple)
+    trained: bool = True  # false: the pretraining's encoder architecture only, randomly initialised
 
 
 PROBE = ("--config", "configs/probe.yaml")
@@ -77,8 +81,7 @@ VARIANTS.update({name: ("--config", f"configs/views/{name}.yaml") for name in AB
 ROWS: tuple[Row, ...] = (
     Row("logmel", "log-mel statistics + logistic regression", "main",
         (*PROBE, "--config", "configs/logmel_stats.yaml"), pretrain=None),
-    Row("random", "linear probe, random encoder", "main", PROBE,
-        extra=("--model.init_args.load_weights", "false")),
+    Row("random", "linear probe, random encoder", "main", PROBE, trained=False),
     Row("ssl", "linear probe, SSL encoder (configs/pretrain.yaml)", "main", PROBE),
     Row("finetune", "fine-tuned SSL encoder", "main", FINETUNE),
     Row("scratch", "same network trained from scratch", "main", SCRATCH, pretrain=None),
@@ -128,28 +131,42 @@ class Runner:
         self.pretrain_common = (*common, *shlex.split(options.pretrain_args))
         self.downstream_common = (*common, *shlex.split(options.downstream_args))
 
-    def pretrain(self, variant: str, seed: int) -> tuple[Path, dict]:
-        """The checkpoint of ``variant`` for ``seed`` and its run record, training it if needed."""
+    def pretrain_args(self, variant: str, seed: int) -> list[str]:
         root = self.out / "pretrain" / variant / f"seed{seed}"
-        args = [
+        return [
             "--config", "configs/pretrain.yaml", *VARIANTS[variant], *self.pretrain_common,
             "--seed_everything", str(seed), "--trainer.default_root_dir", str(root),
         ]  # fmt: skip
+
+    def pretrain(self, variant: str, seed: int) -> tuple[Path, dict]:
+        """The checkpoint of ``variant`` for ``seed`` and its run record, training it if needed."""
+        root = self.out / "pretrain" / variant / f"seed{seed}"
+        args = self.pretrain_args(variant, seed)
         mark = fingerprint(args)
         record = self._done(root, mark)
+        last = root / "checkpoints" / "last.ckpt"
         if record is None:
-            resume = ["--ckpt_path", "last"] if (root / "checkpoints" / "last.ckpt").is_file() else []
+            attempts_file = root / "attempts.json"
+            attempts = json.loads(attempts_file.read_text()) if attempts_file.is_file() else []
+            attempts = close_attempts(attempts, last.stat().st_mtime if last.is_file() else None)
+            attempts_file.write_text(json.dumps([*attempts, [time.time(), None]]))
+            resume = ["--ckpt_path", "last"] if last.is_file() else []
             record = self._run(root, [("fit", args + resume)])
+            record["minutes"] += sum(end - start for start, end in attempts) / 60
+            record["attempts"] = len(attempts) + 1
             record["fingerprint"] = mark
             (root / "result.json").write_text(json.dumps(record, indent=2))
-        return root / "checkpoints" / "last.ckpt", record
+        return last, record
 
     def row(self, row: Row, seed: int) -> dict:
         """Run (or read) one row for one seed: its metrics, minutes and commands."""
         root = self.out / row.name / f"seed{seed}"
         pretrain_minutes, upstream = None, ""
         ckpt: list[str] = []
-        if row.pretrain is not None:
+        if row.pretrain is not None and not row.trained:
+            encoder = encoder_config(self.pretrain_args(row.pretrain, seed))
+            ckpt = ["--model.init_args.encoder_checkpoint", "null", "--model.init_args.encoder", encoder]
+        elif row.pretrain is not None:
             path, record = self.pretrain(row.pretrain, seed)
             pretrain_minutes, upstream = record["minutes"], record["fingerprint"]
             ckpt = ["--model.init_args.encoder_checkpoint", str(path)]
@@ -205,6 +222,32 @@ class Runner:
         for sub, args in steps:
             cli_main([sub, *args])
         return {"minutes": (time.perf_counter() - start) / 60, "commands": commands}
+
+
+def encoder_config(pretrain_args: list[str]) -> str:
+    """The encoder (class and arguments, as JSON) that ``ser-ssl fit <pretrain_args>`` would build,
+    resolved by the CLI's own parser (``--print_config``), so the random-encoder row probes the
+    pretraining's architecture, overrides included, without waiting for a pretraining."""
+    import yaml
+
+    from ser_ssl.cli import cli_main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+        cli_main(["fit", *pretrain_args, "--print_config"])
+    return json.dumps(yaml.safe_load(printed.getvalue())["model"]["init_args"]["encoder"])
+
+
+def close_attempts(attempts: list[list[float | None]], checkpoint_time: float | None) -> list[list[float]]:
+    """Earlier ``[start, end]`` wall-clock times of a pretraining that was cut off, the last one still
+    open (``end`` None). Its end becomes the time of its last checkpoint, since the work after it is
+    redone on resuming; an attempt cut before it saved one counts nothing. The table's pretraining
+    minutes are then those of one uninterrupted run, however many sittings it took."""
+
+    def close(start: float) -> float:
+        return checkpoint_time if checkpoint_time is not None and checkpoint_time > start else start
+
+    return [[start, close(start) if end is None else end] for start, end in attempts]
 
 
 def fingerprint(args: list[str], upstream: str = "") -> str:

@@ -86,17 +86,21 @@ def test_table_has_every_row_and_seed_with_real_metrics(table):
     for line_ in lines:
         metrics = json.loads((out / line_["row"] / f"seed{line_['seed']}" / "test_metrics.json").read_text())
         assert float(line_["value"]) == pytest.approx(metrics["test/bal_acc"])
-        assert (line_["pretrain_minutes"] == "") == (line_["row"] in {"logmel", "scratch"})
+        assert (line_["pretrain_minutes"] == "") == (line_["row"] in {"logmel", "random", "scratch"})
     assert all(r["seeds"] == 2 and r["std"] is not None for r in summary)
     markdown = (out / "results.md").read_text()
     assert "mix-back only" in markdown and "--config configs/logmel_stats.yaml" in markdown
     assert (out / "ablations.png").read_bytes()[:4] == b"\x89PNG"
-    # the two seeds pretrained separately, and the random row probed the default variant's architecture
+    # the two seeds pretrained separately; the random row probed the default variant's architecture
+    # (with the pretraining's overrides), built without a checkpoint
     pretrained = {
         str(p.parents[1].relative_to(out)) for p in out.glob("pretrain/*/seed*/checkpoints/last.ckpt")
     }
     assert pretrained == {f"pretrain/{v}/seed{s}" for v in ("default", "mixback_only") for s in (0, 1)}
     command = (out / "random" / "seed1" / "command.txt").read_text()
+    assert "--model.init_args.encoder_checkpoint null" in command and "--seed_everything 1" in command
+    assert '"channels": [8, 16]' in command and "last.ckpt" not in command
+    command = (out / "ssl" / "seed1" / "command.txt").read_text()
     assert "pretrain/default/seed1/checkpoints/last.ckpt" in command and "--seed_everything 1" in command
     # the label-efficiency row fine-tunes the same pretraining on a tenth of the labels
     command = (out / "finetune_10pct" / "seed0" / "command.txt").read_text()
@@ -107,14 +111,33 @@ def test_table_has_every_row_and_seed_with_real_metrics(table):
 def test_finished_runs_are_read_back_and_a_cut_pretraining_resumes(table, monkeypatch):
     out, argv, summary = table
 
-    def no_runs(args):
-        raise AssertionError(f"reran {args}")
+    from ser_ssl.cli import cli_main
+
+    def no_runs(args):  # printing the config (the random row's architecture) is not a run
+        if args[-1] != "--print_config":
+            raise AssertionError(f"reran {args}")
+        return cli_main(args)
 
     monkeypatch.setattr("ser_ssl.cli.cli_main", no_runs)
     assert results.main(argv) == summary
 
     monkeypatch.undo()
-    (out / "pretrain" / "default" / "seed1" / "result.json").unlink()  # as if cut after its checkpoint
+    root = out / "pretrain" / "default" / "seed1"
+    (root / "result.json").unlink()  # as if cut after its checkpoint
+    [[start, end]] = json.loads((root / "attempts.json").read_text())
+    until_checkpoint = ((root / "checkpoints" / "last.ckpt").stat().st_mtime - start) / 60
+    assert end is None and until_checkpoint > 0
     results.main([*argv[:4], "--seeds", "1", "--rows", "ssl", *argv[-4:]])
-    command = (out / "pretrain" / "default" / "seed1" / "command.txt").read_text()
+    command = (root / "command.txt").read_text()
     assert command.rstrip().endswith("--ckpt_path last")
+    # the table's minutes add the cut sitting's time up to its checkpoint to the resumed one's
+    record = json.loads((root / "result.json").read_text())
+    assert record["attempts"] == 2 and record["minutes"] > until_checkpoint
+
+
+def test_a_cut_attempt_counts_until_its_last_checkpoint():
+    done = [10.0, 70.0]
+    assert results.close_attempts([done, [100.0, None]], checkpoint_time=160.0) == [done, [100.0, 160.0]]
+    # cut before it saved: the checkpoint is an earlier sitting's, so this one counts nothing
+    assert results.close_attempts([done, [100.0, None]], checkpoint_time=70.0) == [done, [100.0, 100.0]]
+    assert results.close_attempts([[100.0, None]], checkpoint_time=None) == [[100.0, 100.0]]
