@@ -19,6 +19,9 @@ EPOCHS, KILL_STEP = 2, 9
 def _fit(root, tiny_data, cache, *extra: str) -> subprocess.CompletedProcess:
     args = tiny_args("pretrain", root, tiny_data, cache) + SMALL_ENCODER
     args += ["--data.init_args.num_workers", "1", "--trainer.deterministic", "true"]
+    # bit-exact resuming needs workers started afresh each epoch: persistent ones (the configs' choice,
+    # for speed) keep drawing from the random stream they began with, which a resumed run begins elsewhere
+    args += ["--data.init_args.persistent_workers", "false"]
     args += ["--trainer.max_epochs", str(EPOCHS), *extra]
     return subprocess.run(
         [sys.executable, "-m", "ser_ssl.cli", "fit", *args], capture_output=True, text=True, timeout=300

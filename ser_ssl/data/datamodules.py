@@ -52,8 +52,9 @@ class AudioDataModule(L.LightningDataModule):
         strict: fail on the first unusable audio file instead of skipping it.
         train_split: the manifest split used for training and for the normalisation statistics.
         pin_memory: page-locked batches for faster host-to-GPU copies (useless on CPU).
-        persistent_workers: keep DataLoader workers between epochs, saving their start-up on GPUs;
-            a resumed run then draws other patches than an uninterrupted one would.
+        persistent_workers: keep DataLoader workers between epochs, saving their start-up (on 2 CPU
+            cores it slowed every step of the next epoch, ~18%; the configs turn it on); a resumed run
+            then draws other patches than an uninterrupted one would.
         predict_split: the split ``ser-ssl predict`` embeds (:meth:`predict_dataloader`); ``None``:
             every usable clip.
     """
