@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "augment": "benchmarks.augment",
     "loss": "benchmarks.loss",
     "lightning": "benchmarks.lightning_step",
+    "workers": "benchmarks.workers",
     "probe": "benchmarks.probe",
     "step": "benchmarks.train_step",
 }
