@@ -21,7 +21,8 @@ Work already done is kept: a run whose ``result.json`` exists is read, not rerun
 cut off midway resumes from its ``last.ckpt``; a run directory made with other settings (its
 ``fingerprint.txt`` covers the options, the configs' contents and the pretraining) is refused. So
 the table can be built over several sittings, and an interrupted ``make results`` loses at most the
-run in progress' last epoch. Each run directory holds the run's ``command.txt``. Outputs under
+run in progress' last epoch; a pretraining's minutes add up its sittings until their last checkpoints
+(``attempts.json``). Each run directory holds the run's ``command.txt``. Outputs under
 ``--out``: ``results.csv`` (a line per row and seed), ``results.md`` (the table and each row's
 commands) and ``ablations.png``.
 """
@@ -42,12 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ser_ssl.errors import ConfigError, MissingFileError
+from ser_ssl.files import atomic_write_text
 from ser_ssl.folds import option_values
 
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table: a downstream task on a pretraining variant (``None``: no pretraining)."""
+    """One line of the table: a downstream task on a pretraining variant (``None``: no pretraining);
+    with ``trained`` false, on that variant's encoder architecture with random weights (no pretraining
+    runs)."""
 
     name: str
     label: str
@@ -131,31 +135,39 @@ class Runner:
         self.pretrain_common = (*common, *shlex.split(options.pretrain_args))
         self.downstream_common = (*common, *shlex.split(options.downstream_args))
 
+    def pretrain_root(self, variant: str, seed: int) -> Path:
+        return self.out / "pretrain" / variant / f"seed{seed}"
+
     def pretrain_args(self, variant: str, seed: int) -> list[str]:
-        root = self.out / "pretrain" / variant / f"seed{seed}"
+        """The ``ser-ssl fit`` options of ``variant``'s pretraining for ``seed``."""
         return [
             "--config", "configs/pretrain.yaml", *VARIANTS[variant], *self.pretrain_common,
-            "--seed_everything", str(seed), "--trainer.default_root_dir", str(root),
+            "--seed_everything", str(seed),
+            "--trainer.default_root_dir", str(self.pretrain_root(variant, seed)),
         ]  # fmt: skip
 
     def pretrain(self, variant: str, seed: int) -> tuple[Path, dict]:
         """The checkpoint of ``variant`` for ``seed`` and its run record, training it if needed."""
-        root = self.out / "pretrain" / variant / f"seed{seed}"
+        root = self.pretrain_root(variant, seed)
         args = self.pretrain_args(variant, seed)
         mark = fingerprint(args)
         record = self._done(root, mark)
         last = root / "checkpoints" / "last.ckpt"
         if record is None:
+            # earlier sittings count only while their checkpoint is there to resume from
             attempts_file = root / "attempts.json"
-            attempts = json.loads(attempts_file.read_text()) if attempts_file.is_file() else []
-            attempts = close_attempts(attempts, last.stat().st_mtime if last.is_file() else None)
-            attempts_file.write_text(json.dumps([*attempts, [time.time(), None]]))
-            resume = ["--ckpt_path", "last"] if last.is_file() else []
+            resumable = last.is_file()
+            attempts = json.loads(attempts_file.read_text()) if attempts_file.is_file() and resumable else []
+            attempts = close_attempts(attempts, last.stat().st_mtime if resumable else None)
+            began = time.time()
+            atomic_write_text(attempts_file, json.dumps([*attempts, [began, None]]))
+            resume = ["--ckpt_path", "last"] if resumable else []
             record = self._run(root, [("fit", args + resume)])
+            atomic_write_text(attempts_file, json.dumps([*attempts, [began, time.time()]]))
             record["minutes"] += sum(end - start for start, end in attempts) / 60
             record["attempts"] = len(attempts) + 1
             record["fingerprint"] = mark
-            (root / "result.json").write_text(json.dumps(record, indent=2))
+            atomic_write_text(root / "result.json", json.dumps(record, indent=2))
         return last, record
 
     def row(self, row: Row, seed: int) -> dict:
@@ -183,7 +195,7 @@ class Runner:
             if not metrics.is_file():
                 raise MissingFileError(f"{row.name}, seed {seed}: the test wrote no {metrics}")
             record["metrics"] = json.loads(metrics.read_text())
-            (root / "result.json").write_text(json.dumps(record, indent=2))
+            atomic_write_text(root / "result.json", json.dumps(record, indent=2))
         if self.metric not in record["metrics"]:
             raise ConfigError(
                 f"{row.name}: the test reported no {self.metric} (it has {sorted(record['metrics'])})"
@@ -233,9 +245,19 @@ def encoder_config(pretrain_args: list[str]) -> str:
     from ser_ssl.cli import cli_main
 
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
-        cli_main(["fit", *pretrain_args, "--print_config"])
-    return json.dumps(yaml.safe_load(printed.getvalue())["model"]["init_args"]["encoder"])
+    try:
+        with contextlib.redirect_stdout(printed):
+            cli_main(["fit", *pretrain_args, "--print_config"])
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise ConfigError(
+                f"the pretraining options do not parse (see above): {shlex.join(pretrain_args)}"
+            ) from None
+    config = yaml.safe_load(printed.getvalue()) or {}
+    encoder = config.get("model", {}).get("init_args", {}).get("encoder")
+    if encoder is None:
+        raise ConfigError(f"the pretraining builds no model.init_args.encoder: {shlex.join(pretrain_args)}")
+    return json.dumps(encoder)
 
 
 def close_attempts(attempts: list[list[float | None]], checkpoint_time: float | None) -> list[list[float]]:

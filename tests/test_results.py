@@ -99,6 +99,8 @@ def test_table_has_every_row_and_seed_with_real_metrics(table):
     assert pretrained == {f"pretrain/{v}/seed{s}" for v in ("default", "mixback_only") for s in (0, 1)}
     command = (out / "random" / "seed1" / "command.txt").read_text()
     assert "--model.init_args.encoder_checkpoint null" in command and "--seed_everything 1" in command
+    first_pretraining = (out / "pretrain" / "default" / "seed0" / "command.txt").stat().st_mtime
+    assert (out / "random" / "seed1" / "result.json").stat().st_mtime <= first_pretraining
     assert '"channels": [8, 16]' in command and "last.ckpt" not in command
     command = (out / "ssl" / "seed1" / "command.txt").read_text()
     assert "pretrain/default/seed1/checkpoints/last.ckpt" in command and "--seed_everything 1" in command
@@ -123,16 +125,27 @@ def test_finished_runs_are_read_back_and_a_cut_pretraining_resumes(table, monkey
 
     monkeypatch.undo()
     root = out / "pretrain" / "default" / "seed1"
-    (root / "result.json").unlink()  # as if cut after its checkpoint
     [[start, end]] = json.loads((root / "attempts.json").read_text())
-    until_checkpoint = ((root / "checkpoints" / "last.ckpt").stat().st_mtime - start) / 60
-    assert end is None and until_checkpoint > 0
+    assert end is not None  # a finished sitting is closed
+    # as if cut after its checkpoint: no record, the sitting still open
+    (root / "result.json").unlink()
+    (root / "attempts.json").write_text(json.dumps([[start, None]]))
+    checkpoint_time = (root / "checkpoints" / "last.ckpt").stat().st_mtime
     results.main([*argv[:4], "--seeds", "1", "--rows", "ssl", *argv[-4:]])
     command = (root / "command.txt").read_text()
     assert command.rstrip().endswith("--ckpt_path last")
     # the table's minutes add the cut sitting's time up to its checkpoint to the resumed one's
+    (first, second) = json.loads((root / "attempts.json").read_text())
+    assert first == [start, checkpoint_time] and second[1] is not None
     record = json.loads((root / "result.json").read_text())
-    assert record["attempts"] == 2 and record["minutes"] > until_checkpoint
+    resumed = (second[1] - second[0]) / 60
+    assert record["attempts"] == 2
+    assert record["minutes"] == pytest.approx((checkpoint_time - start) / 60 + resumed, abs=0.02)
+
+
+def test_unparsable_pretraining_options_are_a_clear_error():
+    with pytest.raises(ConfigError, match="do not parse"):
+        results.encoder_config(["--config", "configs/pretrain.yaml", "--trainer.no_such_option", "1"])
 
 
 def test_a_cut_attempt_counts_until_its_last_checkpoint():

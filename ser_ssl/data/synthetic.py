@@ -34,14 +34,14 @@ import argparse
 import csv
 import io
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from ser_ssl.files import atomic_write_text
 
 __all__ = ["CLASSES", "SAMPLE_RATES", "SPLITS", "VERSION", "generate", "main"]
 
@@ -448,18 +448,6 @@ def synth_clip(label: str, rng: Rng, min_seconds: float, max_seconds: float) -> 
     return clip.astype(np.float32), sr
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and ``os.replace`` it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def generate(
     root: str | Path,
     seed: int = 0,
@@ -515,7 +503,7 @@ def generate(
     manifest.unlink(missing_ok=True)
     for split in SPLITS:
         shutil.rmtree(root / split, ignore_errors=True)
-    _atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
     rows: list[tuple[str, str, str, str]] = []
     for split_id, split in enumerate(SPLITS):
@@ -535,7 +523,7 @@ def generate(
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(("filename", "label", "split", "group"))
     writer.writerows(rows)
-    _atomic_write_text(manifest, buf.getvalue())
+    atomic_write_text(manifest, buf.getvalue())
     return manifest
 
 
