@@ -53,19 +53,24 @@ class StepEnds(L.Callback):
         self.ends.append(time.perf_counter())
 
 
-def lightning_steps(model, loader: DataLoader, steps: int) -> tuple[list[float], float]:
-    """Seconds per step after the first, and the fit's start-up (``fit()`` to the first step)."""
-    timer = StepEnds()
-    trainer = L.Trainer(
+def quiet_trainer(timer: StepEnds, **limits: int) -> L.Trainer:
+    """A CPU Trainer without logger, progress bar, checkpointing or model summary, timing its steps."""
+    return L.Trainer(
         accelerator="cpu",
         devices=1,
-        max_steps=steps,
         logger=False,
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
         callbacks=[timer],
+        **limits,
     )
+
+
+def lightning_steps(model, loader: DataLoader, steps: int) -> tuple[list[float], float]:
+    """Seconds per step after the first, and the fit's start-up (``fit()`` to the first step)."""
+    timer = StepEnds()
+    trainer = quiet_trainer(timer, max_steps=steps)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

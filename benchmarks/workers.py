@@ -19,10 +19,8 @@ import logging
 import time
 from pathlib import Path
 
-import lightning as L
-
 from benchmarks.common import make_simclr
-from benchmarks.lightning_step import StepEnds
+from benchmarks.lightning_step import StepEnds, quiet_trainer
 from benchmarks.table import Row
 from ser_ssl.data import SSLDataModule
 from ser_ssl.data.synthetic import CLASSES, generate
@@ -45,16 +43,7 @@ def data_module(manifest: Path, cache_dir: Path, batch_size: int, persistent: bo
 def seconds_per_step(dm: SSLDataModule, epochs: int, quick: bool) -> tuple[float, int]:
     """Mean seconds per step after the first epoch of one fit, and the steps per epoch."""
     timer = StepEnds()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
+    trainer = quiet_trainer(timer, max_epochs=epochs)
     trainer.fit(make_simclr(quick), datamodule=dm)
     per_epoch = len(timer.ends) // epochs
     assert per_epoch * epochs == len(timer.ends) and per_epoch > 0, (len(timer.ends), epochs)
