@@ -10,9 +10,10 @@ export MALLOC_TRIM_THRESHOLD_ := 1000000000
 
 .PHONY: install demo test lint bench results drums clean
 
+# --no-cache-dir: the PyPI torch wheel is a CUDA build of several GB; caching it would need that much disk again.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-cache-dir -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
