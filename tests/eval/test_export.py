@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from ser_ssl.audio import LogMel, LogMelConfig, Standardize, load_audio
 from ser_ssl.cli import cli_main
@@ -61,6 +62,8 @@ def test_export_writes_one_row_per_clip_in_manifest_order(exported, tiny_data):
     assert [(int(t["row"]), t["filename"], t["label"], t["split"]) for t in table] == [
         (i, r["filename"], r["label"], r["split"]) for i, r in enumerate(rows)
     ]
+    config = yaml.safe_load((exported / "config.yaml").read_text())  # saved with the logger off
+    assert config["model"]["init_args"]["encoder_checkpoint"].endswith("last.ckpt")
 
 
 @pytest.mark.slow
