@@ -341,7 +341,7 @@ def plot_ablations(path: Path, summary: list[dict], metric: str) -> None:
 
     by_name = {r["row"]: r for r in summary}
     bars = [r for r in summary if r["group"] == "ablation"] + [by_name[n] for n in ("ssl",) if n in by_name]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(bars) + 1.5))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(bars) + 1.5), layout="constrained")
     ax.barh(
         [r["label"] for r in bars], [r["mean"] for r in bars],
         xerr=[r["std"] or 0.0 for r in bars], color="tab:blue", capsize=3,
@@ -356,8 +356,8 @@ def plot_ablations(path: Path, summary: list[dict], metric: str) -> None:
     ax.invert_yaxis()
     ax.set_xlabel(f"{metric}, linear probe (mean ± std over seeds)")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
+        # Above the axes: inside them it hides the bars' ends, which are the point of the plot.
+        fig.legend(loc="outside upper center", fontsize="small", frameon=False)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
