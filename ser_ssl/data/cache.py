@@ -33,9 +33,10 @@ import shutil
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
@@ -106,7 +107,7 @@ def _compute(job: tuple[str, LogMelConfig, str, str]) -> tuple[int | None, str, 
         decoded = read_audio(path)
     except AudioError as err:
         return None, err.kind, str(err)
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread():
         feats = _features(decoded.waveform(config.sample_rate), config)
     if not np.isfinite(feats).all():
         return None, "non-finite", f"{path}: its log-mel is not finite (sample values too large for float32)"
@@ -179,8 +180,25 @@ def _logmel(config: LogMelConfig) -> LogMel:
     return _LOGMEL[config]
 
 
-def _init_worker() -> None:
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Compute with one intra-op thread, then restore the caller's count.
+
+    The mel projection is a matrix product whose blocking, and so its float rounding, depends on
+    the thread count: a clip computed with 2 threads in the main process differed in the last bit
+    from the same clip computed in a 1-thread worker, so a serial and a parallel build of the
+    same files wrote different bytes. With one thread everywhere, the bytes depend only on the
+    files and the machine's kernels; across CPUs they agree to one float16 step (docs/robustness.md).
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
     torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -307,7 +325,7 @@ def _run(
 ) -> None:
     """Compute the missing shards (in a spawn pool when ``num_workers`` > 0), with a progress bar."""
     if num_workers > 0 and jobs:
-        pool = ProcessPoolExecutor(num_workers, mp_context=get_context("spawn"), initializer=_init_worker)
+        pool = ProcessPoolExecutor(num_workers, mp_context=get_context("spawn"))
         results = pool.map(_compute, jobs, chunksize=4)
     else:
         pool, results = None, map(_compute, jobs)

@@ -107,10 +107,33 @@ def test_missing_files_are_skipped_unless_all_are_missing_or_strict(tmp_path, wa
         build_cache([gone], LogMelConfig(), tmp_path / "cache")
 
 
-def test_parallel_build_equals_serial_build(tmp_path, wavs):
+@pytest.fixture
+def two_threads():
+    """The main process computes with 2 intra-op threads, as on a 2-core machine by default."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_parallel_build_equals_serial_build(tmp_path, wavs, two_threads):
+    # Bit equality holds on one machine because every build computes a clip with one thread
+    # (cache.one_thread); before, the 2-thread main process rounded the mel product differently.
     serial = build_cache(wavs, LogMelConfig(), tmp_path / "serial")
+    assert torch.get_num_threads() == 2  # the caller's thread count is restored
     parallel = build_cache(wavs, LogMelConfig(), tmp_path / "parallel", num_workers=2)
     assert (serial / FEATURES_FILE).read_bytes() == (parallel / FEATURES_FILE).read_bytes()
+
+
+def test_features_agree_to_one_float16_step_whatever_the_thread_count(tmp_path, wavs, two_threads):
+    """What the cache promises across thread counts and CPUs: each stored value is the float16
+    rounding of the float32 log-mel, give or take one float16 step."""
+    config = LogMelConfig()
+    cache = FeatureCache(build_cache(wavs, config, tmp_path / "cache"))
+    for row, path in enumerate(wavs):
+        with torch.inference_mode():  # 2 threads: a different reduction order from the cache's
+            expected = LogMel(config)(load_audio(path, config.sample_rate)).T.numpy().astype(np.float16)
+        np.testing.assert_array_max_ulp(np.asarray(cache.frames(row)), expected, maxulp=1)
 
 
 def test_band_stats_match_numpy(tmp_path, wavs):
