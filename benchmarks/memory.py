@@ -30,12 +30,14 @@ def measure(directory: Path, batches: int, batch_size: int, workers: int, patch_
     from torch.utils.data import DataLoader
 
     from ser_ssl.data.cache import FeatureCache
-    from ser_ssl.data.views import TwoViewDataset
+    from ser_ssl.data.views import TwoViewDataset, as_batch
 
     cache = FeatureCache(directory)
     dataset = TwoViewDataset(cache, range(len(cache)), patch_frames)
     before = memory_kb(os.getpid())
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers)
+    loader = DataLoader(
+        dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers, collate_fn=as_batch
+    )
     it = iter(loader)
     for _ in range(batches):
         next(it)

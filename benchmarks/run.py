@@ -31,6 +31,7 @@ MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "100
 BENCHMARKS: dict[str, str] = {
     "cache": "benchmarks.cache_build",
     "memory": "benchmarks.memory",
+    "sampling": "benchmarks.sampling",
     "views": "benchmarks.views",
     "augment": "benchmarks.augment",
     "loss": "benchmarks.loss",

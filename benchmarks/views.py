@@ -20,13 +20,13 @@ from benchmarks.common import PlainLoop, make_simclr, median, synthetic_audio, w
 from benchmarks.table import Row
 from ser_ssl.audio import LogMel, LogMelConfig, load_audio
 from ser_ssl.data.cache import FeatureCache
-from ser_ssl.data.views import TwoViewDataset
+from ser_ssl.data.views import TwoViewDataset, as_batch
 
 WORKERS = 2
 PATCH = 101
 
 
-def loader(dataset: Dataset, batch_size: int) -> DataLoader:
+def loader(dataset: Dataset, batch_size: int, collate_fn=None) -> DataLoader:
     """The DataLoader settings of ``AudioDataModule._loader`` for training."""
     return DataLoader(
         dataset,
@@ -35,6 +35,7 @@ def loader(dataset: Dataset, batch_size: int) -> DataLoader:
         drop_last=True,
         num_workers=WORKERS,
         persistent_workers=False,
+        collate_fn=collate_fn,
     )
 
 
@@ -81,7 +82,7 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     fake = write_fake_cache(workdir / "cache", n_cached, mean_frames=300)
     cache = FeatureCache(fake.directory)
     dataset = TwoViewDataset(cache, range(len(cache)), PATCH)
-    loader_rate, first = batches_per_second(loader(dataset, batch), n_loader)
+    loader_rate, first = batches_per_second(loader(dataset, batch, as_batch), n_loader)
 
     paths = synthetic_audio(workdir, quick)
     otf = DecodeOnTheFly(paths, (n_decode + 1) * batch, LogMelConfig(), PATCH)

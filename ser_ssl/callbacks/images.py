@@ -164,7 +164,8 @@ class ViewImages(pl.Callback):
             local = _private_copy(dataset)
             index = torch.randperm(n)[: self.clips].tolist()
             collate = loader.collate_fn or torch.utils.data.default_collate
-            raw = collate([local[i] for i in index])
+            getitems = getattr(local, "__getitems__", None)  # as the DataLoader fetches a batch
+            raw = collate(getitems(index) if getitems else [local[i] for i in index])
             if not isinstance(raw, dict) or "views" not in raw or "backgrounds" not in raw:
                 return self._skip("ViewImages needs SimCLR batches: dicts with 'views' and 'backgrounds'")
             records = record_views(pl_module, raw, clips=self.clips)
@@ -323,7 +324,10 @@ class EmbeddingTable(pl.Callback):
                 return embeddings[index].float().cpu(), labels[index].cpu()
         dataset = self._bank.dataset
         index = self.selection(len(dataset)).tolist()
-        loader = DataLoader(Subset(dataset, index), batch_size=self._bank.batch_size or 64, num_workers=0)
+        batch_size = self._bank.batch_size or 64
+        loader = DataLoader(
+            Subset(dataset, index), batch_size, num_workers=0, collate_fn=self._bank.collate_fn
+        )
         return embed_patches(trainer, pl_module, loader)
 
 

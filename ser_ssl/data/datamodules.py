@@ -26,7 +26,7 @@ from ser_ssl.data.views import (
     ClipWindowsDataset,
     LabeledPatchDataset,
     TwoViewDataset,
-    collate_windows,
+    as_batch,
 )
 from ser_ssl.errors import ConfigError, DataError
 
@@ -45,7 +45,7 @@ class AudioDataModule(L.LightningDataModule):
             under ``synthetic_root`` when missing.
         synthetic_root: where the built-in data set lives.
         cache_dir: root of the feature caches.
-        features: log-mel settings (METHOD §1).
+        features: log-mel settings (docs/method.md §1).
         patch_frames: patch length in frames (101 frames is about 1 s).
         batch_size: clips per training batch.
         num_workers: DataLoader workers, also used to build the cache in parallel.
@@ -154,7 +154,7 @@ class AudioDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """Every usable clip of ``predict_split`` as windows with hop = patch length (the last one ends
-        at the clip's end), in ``collate_windows`` batches of ``batch_size`` clips with ``index`` (the
+        at the clip's end), in batches of ``batch_size`` clips with ``index`` (the
         clip's position in ``self.clips``), ``length`` and ``start`` (see ``ClipWindowsDataset``). Works
         on unlabelled data: ``target`` is the label's index among the sorted single labels, -1 for
         unlabelled or multi-label clips."""
@@ -165,7 +165,7 @@ class AudioDataModule(L.LightningDataModule):
         targets = self.single_label_targets(idx, self.single_labels(idx))
         rows = [self.rows[i] for i in idx]
         ds = ClipWindowsDataset(self.cache, rows, targets, self.patch_frames, ids=idx)
-        return self._loader(ds, shuffle=False, batch_size=self.batch_size, collate_fn=collate_windows)
+        return self._loader(ds, shuffle=False, batch_size=self.batch_size)
 
     def single_labels(self, idx: list[int]) -> list[str]:
         """Sorted labels of the clips at ``idx`` that carry exactly one label."""
@@ -177,7 +177,8 @@ class AudioDataModule(L.LightningDataModule):
         labels = [self.clips[i].labels for i in idx]
         return [index.get(lb[0], -1) if len(lb) == 1 else -1 for lb in labels]
 
-    def _loader(self, dataset, shuffle: bool, batch_size: int, **kwargs) -> DataLoader:
+    def _loader(self, dataset, shuffle: bool, batch_size: int) -> DataLoader:
+        """The dataset draws and gathers each batch at once (``__getitems__``), so no collation."""
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -186,7 +187,7 @@ class AudioDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
-            **kwargs,
+            collate_fn=as_batch,
         )
 
     def _check_batch(self, n: int, what: str) -> None:
@@ -244,7 +245,7 @@ class SSLDataModule(AudioDataModule):
         def loader(idx: list[int]) -> DataLoader:
             targets = self.single_label_targets(idx, self.knn_classes)
             ds = CentrePatchDataset(self.cache, [self.rows[i] for i in idx], targets, self.patch_frames)
-            return DataLoader(ds, batch_size=self.batch_size, num_workers=0)
+            return DataLoader(ds, batch_size=self.batch_size, num_workers=0, collate_fn=as_batch)
 
         return loader(bank), loader(query)
 
@@ -261,7 +262,7 @@ class LabeledDataModule(AudioDataModule):
 
     Single-label data gives class indices (``long``) as targets; multi-label data (any clip with
     several labels, e.g. FSD50K) gives multi-hot ``float`` vectors ``[num_classes]`` per clip, which
-    ``collate_windows`` stacks to ``[clips, num_classes]`` for evaluation. ``classes`` is the sorted
+    each evaluation batch stacks to ``[clips, num_classes]`` for evaluation. ``classes`` is the sorted
     vocabulary of the training split's labels (every label of every clip).
 
     Args:
@@ -438,7 +439,7 @@ class LabeledDataModule(AudioDataModule):
             raise DataError(f"{self.data_source.describe()}: no usable clip in split '{split}'")
         rows, targets = self._targets(idx, split)
         ds = ClipWindowsDataset(self.cache, rows, targets, self.patch_frames, self.eval_hop_frames)
-        return self._loader(ds, shuffle=False, batch_size=self.eval_batch_size, collate_fn=collate_windows)
+        return self._loader(ds, shuffle=False, batch_size=self.eval_batch_size)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader(self.val_split) if self.split_indices(self.val_split) else []

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 import ser_ssl.callbacks.images as images
 from ser_ssl.callbacks import ClassificationImages, EmbeddingTable, KNNMonitor, ViewImages, log_figure
 from ser_ssl.data.cache import FEATURES_FILE, FeatureCache
-from ser_ssl.data.views import CentrePatchDataset, TwoViewDataset
+from ser_ssl.data.views import CentrePatchDataset, TwoViewDataset, as_batch
 from ser_ssl.models import VGGLike
 from ser_ssl.tasks import SimCLR
 from ser_ssl.viz import _new_figure, figure_to_array
@@ -172,12 +172,12 @@ class ToySSLData(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = TwoViewDataset(self.cache, range(CLIPS), PATCH)
-        return DataLoader(ds, batch_size=BATCH, shuffle=True, drop_last=True, num_workers=0)
+        return DataLoader(ds, BATCH, shuffle=True, drop_last=True, num_workers=0, collate_fn=as_batch)
 
     def knn_dataloaders(self) -> tuple[DataLoader, DataLoader]:
         def loader(rows: range) -> DataLoader:
             return DataLoader(
-                CentrePatchDataset(self.cache, rows, [r % 3 for r in rows], PATCH), batch_size=5
+                CentrePatchDataset(self.cache, rows, [r % 3 for r in rows], PATCH), 5, collate_fn=as_batch
             )
 
         return loader(range(CLIPS)), loader(range(CLIPS, CLIPS + 6))

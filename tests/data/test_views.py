@@ -1,22 +1,48 @@
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from ser_ssl.data.cache import FEATURES_FILE
 from ser_ssl.data.views import (
+    CentrePatchDataset,
     ClipWindowsDataset,
+    LabeledPatchDataset,
     TwoViewDataset,
-    collate_windows,
-    random_start,
+    as_batch,
+    nth_window_starts,
+    other_positions,
+    random_starts,
     tile_to,
+    window_counts,
     window_starts,
 )
 from tests.conftest import make_cache
+
+LENGTHS = [60, 80, 5, 90, 20, 1, 33]
 
 
 def clip_and_frame(patch: torch.Tensor) -> tuple[set[int], np.ndarray]:
     """Decode a patch of the hand-made cache: the clip ids it comes from and its frame indices."""
     values = patch[0, 0].numpy().astype(int)
     return set((values // 100).tolist()), values % 100
+
+
+@pytest.fixture
+def noisy_cache(tmp_path):
+    """A cache of random values (every frame and band different) with clips shorter and longer than
+    a 20-frame patch."""
+    cache = make_cache(tmp_path, LENGTHS)
+    values = np.random.default_rng(0).standard_normal((sum(LENGTHS), cache.n_mels)).astype(np.float16)
+    values.tofile(cache.directory / FEATURES_FILE)
+    return cache
+
+
+def reference_patch(cache, row: int, start: int, length: int) -> torch.Tensor:
+    """The plain per-clip reading the batched gather must equal: slice, or tile a short clip."""
+    frames = np.asarray(cache.frames(row), dtype=np.float32)
+    frames = frames[start : start + length] if len(frames) >= length else tile_to(frames, length)
+    return torch.from_numpy(np.ascontiguousarray(frames.T))[None]
 
 
 def test_tile_and_window_helpers():
@@ -26,57 +52,143 @@ def test_tile_and_window_helpers():
     assert window_starts(10, 4, 4) == [0, 4, 6]
     assert window_starts(8, 4, 4) == [0, 4]
     assert window_starts(3, 4, 4) == [0]
+
+
+def test_vectorised_windows_are_the_listed_windows():
+    for length in range(1, 60):
+        for patch, hop in [(4, 4), (10, 3), (20, 50), (7, 1)]:
+            listed = window_starts(length, patch, hop)
+            count = int(window_counts(np.array([length]), patch, hop)[0])
+            assert count == len(listed)
+            nth = np.arange(count)
+            assert nth_window_starts(np.full(count, length), nth, patch, hop).tolist() == listed
+
+
+def test_starts_are_uniform_over_the_valid_range():
     rng = np.random.default_rng(0)
-    starts = {random_start(10, 4, rng) for _ in range(200)}
-    assert starts == set(range(7))
-    assert random_start(3, 4, rng) == 0
+    starts = random_starts(np.full(70_000, 10), 4, rng)
+    counts = np.bincount(starts, minlength=8)
+    assert counts[7] == 0 and (starts >= 0).all()  # 0..6 only
+    expected = len(starts) / 7
+    chi2 = ((counts[:7] - expected) ** 2 / expected).sum()
+    assert chi2 < 22.5  # 6 degrees of freedom: p = 0.001
+    assert (random_starts(np.array([3, 4, 1]), 4, rng) == 0).all()  # no longer than a patch
+
+
+def test_backgrounds_are_never_the_clip_itself_and_cover_all_others():
+    rng = np.random.default_rng(0)
+    positions = np.repeat(np.arange(5), 2000)
+    others = other_positions(positions, 5, 2, rng)
+    assert (others != positions[:, None]).all() and ((others >= 0) & (others < 5)).all()
+    for p in range(5):
+        assert set(others[positions == p].ravel().tolist()) == set(range(5)) - {p}
+
+
+def test_one_gather_equals_the_plain_per_clip_reading(noisy_cache):
+    ds = LabeledPatchDataset(noisy_cache, range(len(LENGTHS)), [0] * len(LENGTHS), patch_frames=20)
+    rng = np.random.default_rng(1)
+    positions = rng.integers(0, len(LENGTHS), 200)
+    starts = random_starts(ds.lengths(positions), 20, rng)
+    got = ds.gather(positions, starts)
+    assert got.shape == (200, 1, 8, 20) and got.dtype == torch.float32 and got.is_contiguous()
+    expected = torch.stack(
+        [reference_patch(noisy_cache, p, s, 20) for p, s in zip(positions, starts, strict=True)]
+    )
+    assert torch.equal(got, expected)
+
+
+def test_two_view_batch_equals_the_reference_sampler_given_the_same_draws(noisy_cache):
+    ds = TwoViewDataset(noisy_cache, range(len(LENGTHS)), patch_frames=20, targets=range(len(LENGTHS)))
+    positions = np.array([3, 0, 5, 2, 2, 6])
+    state = ds.rng.bit_generator.state
+    sources, starts = ds.draw(positions)
+    ds.rng.bit_generator.state = state
+    batch = ds.__getitems__(positions.tolist())
+    assert batch["views"].shape == batch["backgrounds"].shape == (6, 2, 1, 8, 20)
+    assert batch["index"].tolist() == batch["target"].tolist() == positions.tolist()
+    assert (sources[0] == positions[:, None]).all() and (sources[1] != positions[:, None]).all()
+    for kind, name in enumerate(["views", "backgrounds"]):
+        for i in range(len(positions)):
+            for v in range(2):
+                expected = reference_patch(noisy_cache, sources[kind, i, v], starts[kind, i, v], 20)
+                assert torch.equal(batch[name][i, v], expected)
+    single = ds[4]
+    assert single["views"].shape == (2, 1, 8, 20) and single["index"].item() == 4
 
 
 def test_two_views_come_from_the_clip_and_backgrounds_from_other_clips(tmp_path):
     cache = make_cache(tmp_path, [60, 80, 5, 90])
     ds = TwoViewDataset(cache, [0, 1, 2, 3], patch_frames=20)
+    batch = ds.__getitems__([0, 1, 2, 3] * 20)
     offsets_differ = 0
-    for _ in range(20):
-        for i in range(4):
-            item = ds[i]
-            assert item["views"].shape == item["backgrounds"].shape == (2, 1, 8, 20)
-            for view in item["views"]:
-                clips, frames = clip_and_frame(view)
-                assert clips == {i}
-                if i != 2:  # contiguous frames
-                    assert (np.diff(frames) == 1).all()
-            for bg in item["backgrounds"]:
-                assert i not in clip_and_frame(bg)[0]
-            offsets_differ += int(item["views"][0, 0, 0, 0] != item["views"][1, 0, 0, 0])
+    for i, views, backgrounds in zip(
+        batch["index"].tolist(), batch["views"], batch["backgrounds"], strict=True
+    ):
+        for view in views:
+            clips, frames = clip_and_frame(view)
+            assert clips == {i}
+            if i != 2:  # contiguous frames
+                assert (np.diff(frames) == 1).all()
+        for bg in backgrounds:
+            assert i not in clip_and_frame(bg)[0]
+        offsets_differ += int(views[0, 0, 0, 0] != views[1, 0, 0, 0])
     assert offsets_differ > 40  # independent offsets, not one shared crop
-    short = clip_and_frame(ds[2]["views"][0])[1]
-    assert short.tolist() == [0, 1, 2, 3, 4] * 4  # tiled
+    assert clip_and_frame(ds[2]["views"][0])[1].tolist() == [0, 1, 2, 3, 4] * 4  # tiled
 
 
-def test_random_streams_differ_per_rank_and_per_epoch(tmp_path):
+def test_random_streams_differ_per_rank_and_per_epoch_and_seeds_reproduce(tmp_path):
     cache = make_cache(tmp_path, [90] * 4)
 
-    def epoch(ds, workers):
-        torch.manual_seed(1)
-        loader = DataLoader(ds, batch_size=4, num_workers=workers)
+    def epoch(ds, workers, seed=1):
+        torch.manual_seed(seed)
+        loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=as_batch)
         return [b["views"][:, :, 0, 0, 0] for b in loader]
 
     ds0 = TwoViewDataset(cache, range(4), 10, rank=0)
     ds1 = TwoViewDataset(cache, range(4), 10, rank=1)
     assert not torch.equal(epoch(ds0, 2)[0], epoch(ds1, 2)[0])
     assert torch.equal(epoch(ds0, 2)[0], epoch(TwoViewDataset(cache, range(4), 10, rank=0), 2)[0])
-    loader = DataLoader(ds0, batch_size=4, num_workers=2)
-    first, second = (next(iter(loader))["views"] for _ in range(2))
+    assert not torch.equal(epoch(ds0, 2)[0], epoch(ds0, 2, seed=2)[0])
+    loader = DataLoader(ds0, batch_size=4, num_workers=2, collate_fn=as_batch)
+    first, second = (next(iter(loader))["views"] for _ in range(2))  # two epochs
     assert not torch.equal(first, second)
 
 
-def test_clip_windows_cover_each_clip_and_collate_keeps_clip_ids(tmp_path):
-    cache = make_cache(tmp_path, [50, 10, 20])
-    ds = ClipWindowsDataset(cache, [0, 1, 2], targets=[2, 0, 1], patch_frames=20)
-    windows, target = ds[0]
-    assert windows.shape == (3, 1, 8, 20) and target.item() == 2
-    assert [clip_and_frame(w)[1][0] for w in windows] == [0, 20, 30]
-    batch = collate_windows([ds[i] for i in range(3)])
+def test_labelled_patches_start_on_the_window_grid(noisy_cache):
+    rows = list(range(len(LENGTHS)))
+    ds = LabeledPatchDataset(noisy_cache, rows, rows, patch_frames=20, hop_frames=7)
+    batch = ds.__getitems__(rows * 300)
+    assert batch["patch"].shape == (len(rows) * 300, 1, 8, 20)
+    for row, start, patch in zip(batch["row"].tolist(), batch["start"].tolist(), batch["patch"], strict=True):
+        assert start in window_starts(LENGTHS[row], 20, 7)
+        assert torch.equal(patch, reference_patch(noisy_cache, row, start, 20))
+    seen = {(r, s) for r, s in zip(batch["row"].tolist(), batch["start"].tolist(), strict=True)}
+    assert len(seen) == sum(len(window_starts(n, 20, 7)) for n in LENGTHS)  # every window drawn
+
+
+def test_centre_patches(noisy_cache):
+    ds = CentrePatchDataset(noisy_cache, [0, 2], [1, 0], patch_frames=20)
+    patches, targets = next(iter(DataLoader(ds, batch_size=2, collate_fn=as_batch)))
+    assert targets.tolist() == [1, 0]
+    assert torch.equal(patches[0], reference_patch(noisy_cache, 0, 20, 20))  # (60 - 20) // 2
+    assert torch.equal(patches[1], reference_patch(noisy_cache, 2, 0, 20))
+
+
+def test_clip_windows_cover_each_clip_and_keep_clip_ids(noisy_cache):
+    ds = ClipWindowsDataset(
+        noisy_cache, [0, 5, 4, 3], targets=[2, 0, 1, 1], patch_frames=20, ids=[7, 8, 9, 10]
+    )
+    batch = ds.__getitems__([0, 1, 2])
+    starts = [window_starts(n, 20, 20) for n in (60, 1, 20)]
     assert batch["patches"].shape == (5, 1, 8, 20)
     assert batch["clip"].tolist() == [0, 0, 0, 1, 2]
     assert batch["target"].tolist() == [2, 0, 1]
+    assert batch["index"].tolist() == [7, 8, 9] and batch["length"].tolist() == [60, 1, 20]
+    assert batch["start"].tolist() == [s for clip in starts for s in clip] == [0, 20, 40, 0, 0]
+    expected = [
+        reference_patch(noisy_cache, row, s, 20)
+        for row, ss in zip([0, 5, 4], starts, strict=True)
+        for s in ss
+    ]
+    assert torch.equal(batch["patches"], torch.stack(expected))
+    assert ds[3]["patches"].shape == (5, 1, 8, 20)  # 90 frames: 0, 20, 40, 60, 70

@@ -42,7 +42,7 @@ def windows(vectors: list[list[float]]) -> torch.Tensor:
 
 
 def eval_batch(clips: list[tuple[list[list[float]], object]], transform) -> dict[str, torch.Tensor]:
-    """A batch as ``collate_windows`` makes it, the windows' logits being ``transform(probabilities)``."""
+    """A batch as ``ClipWindowsDataset`` makes it, the windows' logits being ``transform(probabilities)``."""
     patches = [windows([transform(torch.tensor(p)).tolist() for p in ws]) for ws, _ in clips]
     return {
         "patches": torch.cat(patches),
