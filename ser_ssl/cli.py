@@ -13,8 +13,10 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from ser_ssl.errors import MissingFileError, UserError
+from ser_ssl.precision import choose_precision, detect
 
 
 def _checkpoint_dir(root_dir: str | None) -> str:
@@ -43,6 +45,7 @@ class SERCLI(LightningCLI):
     - Loggers whose ``save_dir`` is ``.`` (W&B's default) write under ``default_root_dir`` too.
     - ``--wandb offline|online|disabled`` switches every configured ``WandbLogger`` in one flag:
       offline by default (no account, no network; ``wandb sync`` later).
+    - ``--auto_precision true`` picks ``trainer.precision`` for the hardware (``ser_ssl.precision``).
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -56,9 +59,21 @@ class SERCLI(LightningCLI):
             default="offline",
             help="WandbLogger mode: offline (default; `wandb sync` later), online or disabled",
         )
+        parser.add_argument(
+            "--auto_precision",
+            type=bool,
+            default=False,
+            help="set trainer.precision to what is fast on this machine (bf16-mixed on GPUs with bf16 "
+            "tensor cores and CPUs with AMX, else fp16 or fp32) and log the choice",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.auto_precision:
+            accelerator = config.trainer.accelerator
+            precision, why = choose_precision(detect(accelerator if isinstance(accelerator, str) else "auto"))
+            rank_zero_info(f"auto_precision: trainer.precision {precision}: {why}")
+            config.trainer.precision = precision
         loggers = config.trainer.logger
         if not isinstance(loggers, list):
             return
