@@ -1,7 +1,9 @@
 """Test-only Lightning callbacks, importable by CLI runs in subprocesses (``--trainer.callbacks+=``)."""
 
+import json
 import os
 import signal
+from pathlib import Path
 
 import lightning as L
 
@@ -27,3 +29,18 @@ class PoisonAtStep(L.Callback):
         if trainer.global_step == self.step:
             for p in pl_module.encoder.parameters():
                 p.data.fill_(float("nan"))
+
+
+class RecordSampledClips(L.Callback):
+    """Writes ``<default_root_dir>/sampled_rank<R>.json``: per epoch, the dataset positions this
+    rank's training sampler hands out (as the DataLoader iterates them in that epoch)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[list[int]] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+        self.epochs.append([int(i) for i in trainer.train_dataloader.sampler])
+
+    def on_train_end(self, trainer: L.Trainer, *args) -> None:
+        out = Path(trainer.default_root_dir) / f"sampled_rank{trainer.global_rank}.json"
+        out.write_text(json.dumps(self.epochs))

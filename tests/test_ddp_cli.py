@@ -2,6 +2,7 @@
 Lightning itself and by torchrun, with the DDP preset (SyncBatchNorm on)."""
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def test_two_process_pretraining_finishes_with_one_cache_and_one_checkpoint_fold
         "linear",
     ]
     args += ["--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1"]
+    args += ["--trainer.callbacks+=tests.helpers.RecordSampledClips"]
     done = subprocess.run([*LAUNCHERS[launcher], "fit", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "peak learning rates multiplied by 0.0625" in done.stdout + done.stderr  # 8 x 2 / 256
@@ -43,3 +45,9 @@ def test_two_process_pretraining_finishes_with_one_cache_and_one_checkpoint_fold
     (metrics,) = root.rglob("metrics.csv")
     losses = [float(r["train/loss"]) for r in csv.DictReader(metrics.open()) if r.get("train/loss")]
     assert losses and all(math.isfinite(x) for x in losses)
+    # each rank samples its own share of the clips, another share every epoch
+    ranks = [json.loads((root / f"sampled_rank{r}.json").read_text()) for r in (0, 1)]
+    for epoch in range(2):
+        zero, one = (set(rank[epoch]) for rank in ranks)
+        assert len(zero) == len(one) == 24 and not zero & one  # 48 training clips
+    assert ranks[0][0] != ranks[0][1]

@@ -447,13 +447,20 @@ class FeatureCache:
 
     @property
     def data(self) -> np.memmap:
+        """Every frame, ``[frames, n_mels]`` float16. Mapped copy-on-write: nothing ever writes to it,
+        but a writable array lets torch wrap it (:attr:`tensor`) without copying or warning."""
         if self._data is None or self._pid != os.getpid():
             total = int(self.lengths.sum())
             self._data = np.memmap(
-                self.directory / FEATURES_FILE, dtype=np.float16, mode="r", shape=(total, self.n_mels)
+                self.directory / FEATURES_FILE, dtype=np.float16, mode="c", shape=(total, self.n_mels)
             )
             self._pid = os.getpid()
         return self._data
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """:attr:`data` as a CPU tensor over the same pages."""
+        return torch.from_numpy(self.data)
 
     def frames(self, row: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Frames ``[start, stop)`` of one clip as a float16 ``[frames, n_mels]`` view."""

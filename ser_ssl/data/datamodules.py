@@ -8,9 +8,11 @@ normalisation statistics over the training split.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -22,15 +24,26 @@ from ser_ssl.data.cache import FeatureCache, build_cache
 from ser_ssl.data.manifest import Clip
 from ser_ssl.data.sources import CSVManifest, DataSource
 from ser_ssl.data.views import (
+    CacheDataset,
     CentrePatchDataset,
     ClipWindowsDataset,
     LabeledPatchDataset,
+    PatchSource,
     TwoViewDataset,
     as_batch,
 )
 from ser_ssl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of ``device``: the GPU's, or the machine's RAM for the CPU (0 if unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return 0
 
 
 class AudioDataModule(L.LightningDataModule):
@@ -58,6 +71,12 @@ class AudioDataModule(L.LightningDataModule):
             on); a resumed run then draws other patches than an uninterrupted one would.
         predict_split: the split ``ser-ssl predict`` embeds (:meth:`predict_dataloader`); ``None``:
             every usable clip.
+        device_cache: where training patches are cut. ``never``: in the loader, from the memmap.
+            ``always``: the training clips' features are uploaded to the training device once and
+            the loader moves only the random draws (rows and start frames); the patches are
+            gathered there in :meth:`transfer_batch_to_device`. ``auto``: ``always`` when the
+            features fit ``device_cache_share`` of the device's memory, else ``never``.
+        device_cache_share: the share of the device's memory (RAM for the CPU) the features may take.
     """
 
     def __init__(
@@ -75,6 +94,8 @@ class AudioDataModule(L.LightningDataModule):
         predict_split: str | None = None,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        device_cache: Literal["never", "auto", "always"] = "never",
+        device_cache_share: float = 0.5,
     ) -> None:
         super().__init__()
         if manifest is not None and source is not None:
@@ -96,6 +117,12 @@ class AudioDataModule(L.LightningDataModule):
         self.predict_split = predict_split
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        if not 0.0 < device_cache_share <= 1.0:
+            raise ConfigError(f"device_cache_share must be in (0, 1], got {device_cache_share}")
+        self.device_cache = device_cache
+        self.device_cache_share = device_cache_share
+        self.train_set: CacheDataset | None = None  # the last training dataset handed out
+        self._device_source: PatchSource | None = None
         self.cache: FeatureCache | None = None
         self.clips: list[Clip] = []
         self.rows: list[int] = []  # cache row of each usable clip, parallel to self.clips
@@ -190,6 +217,45 @@ class AudioDataModule(L.LightningDataModule):
             collate_fn=as_batch,
         )
 
+    @property
+    def device(self) -> torch.device:
+        """The training device (the CPU before a Trainer is attached)."""
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def gathers_on_device(self, rows: list[int]) -> bool:
+        """Whether the training patches of cache ``rows`` are cut on the device (``device_cache``)."""
+        if self.device_cache == "never":
+            return False
+        need = int(self.cache.lengths[rows].sum()) * self.cache.n_mels * 2
+        budget = self.device_cache_share * device_memory(self.device)
+        fits = need <= budget
+        if self.device_cache == "always" or fits:
+            log.info("device cache: %.2f GB of features on %s", need / 1e9, self.device)
+            return True
+        log.warning(
+            "device cache: the training features (%.2f GB) exceed %.0f%% of %s's memory; patches are "
+            "cut from the memmap in the loader instead",
+            need / 1e9,
+            100 * self.device_cache_share,
+            self.device,
+        )
+        return False
+
+    def _train_loader(self, dataset: CacheDataset) -> DataLoader:
+        self.train_set, self._device_source = dataset, None
+        return self._loader(dataset, shuffle=True, batch_size=self.batch_size)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Moves the batch; a batch of draws (``device_cache``) then has its patches cut on ``device``
+        from the training features, uploaded there at the first batch."""
+        batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if not (isinstance(batch, dict) and "draws" in batch):
+            return batch
+        source = self._device_source
+        if source is None or source.device != batch["draws"]["rows"].device:
+            source = self._device_source = PatchSource.upload(self.cache, self.train_set.rows, device)
+        return self.train_set.assemble(batch, source)
+
     def _check_batch(self, n: int, what: str) -> None:
         if n < self.batch_size:
             raise DataError(
@@ -253,8 +319,15 @@ class SSLDataModule(AudioDataModule):
         idx = self.split_indices(self.train_split)
         self._check_batch(len(idx), "pretraining")
         rows = [self.rows[i] for i in idx]
-        ds = TwoViewDataset(self.cache, rows, self.patch_frames, self.rank, targets=self.train_targets(idx))
-        return self._loader(ds, shuffle=True, batch_size=self.batch_size)
+        ds = TwoViewDataset(
+            self.cache,
+            rows,
+            self.patch_frames,
+            self.rank,
+            targets=self.train_targets(idx),
+            host_gather=not self.gathers_on_device(rows),
+        )
+        return self._train_loader(ds)
 
 
 class LabeledDataModule(AudioDataModule):
@@ -429,9 +502,15 @@ class LabeledDataModule(AudioDataModule):
         self._check_batch(len(idx), what)
         rows, targets = self._targets(idx)
         ds = LabeledPatchDataset(
-            self.cache, rows, targets, self.patch_frames, self.rank, hop_frames=self.train_hop_frames
+            self.cache,
+            rows,
+            targets,
+            self.patch_frames,
+            self.rank,
+            hop_frames=self.train_hop_frames,
+            host_gather=not self.gathers_on_device(rows),
         )
-        return self._loader(ds, shuffle=True, batch_size=self.batch_size)
+        return self._train_loader(ds)
 
     def _eval_loader(self, split: str) -> DataLoader:
         idx = self.split_indices(split)

@@ -2,7 +2,8 @@
 
 A DataLoader hands each dataset the indices of one batch (``__getitems__``): the random draws for
 the batch (clip rows, start frames, background clips) are made with array operations, then every
-patch of the batch is read from the memmap with one gather and converted once. No Python loop runs
+patch of the batch is read with one gather and converted once, from the memmap or, when the
+features live on the training device (:class:`PatchSource`), there. No Python loop runs
 over clips or patches, so loading stays far ahead of a training step. Use :func:`as_batch` as the
 DataLoader's ``collate_fn``: the dataset already returns the batch.
 
@@ -61,12 +62,46 @@ def other_positions(positions: np.ndarray, n: int, draws: int, rng: np.random.Ge
     return others + (others >= np.asarray(positions)[:, None])
 
 
-def frame_index(offsets: np.ndarray, lengths: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """``[N, length]`` memmap rows of N patches. A clip shorter than a patch wraps around to its
-    first frame (the tiling of :func:`tile_to`); longer clips never reach their end from a valid
-    start, so the modulo leaves them alone."""
-    steps = np.arange(length)
-    return offsets[:, None] + (starts[:, None] + steps) % lengths[:, None]
+class PatchSource:
+    """The frames patches are cut from: one ``[frames, n_mels]`` float16 tensor and each cache row's
+    offset and length in it, all on one device. :meth:`of_cache` wraps the memmap on the host (no
+    copy); :meth:`upload` copies the frames of some rows to a device once, after which a batch needs
+    only its rows and start frames there."""
+
+    def __init__(self, features: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor) -> None:
+        self.features, self.offsets, self.lengths = features, offsets, lengths
+
+    @classmethod
+    def of_cache(cls, cache: FeatureCache) -> PatchSource:
+        return cls(cache.tensor, torch.from_numpy(cache.offsets), torch.from_numpy(cache.lengths))
+
+    @classmethod
+    def upload(cls, cache: FeatureCache, rows: np.ndarray, device: torch.device | str) -> PatchSource:
+        """The frames of cache ``rows`` only, packed on ``device``; rows not uploaded get offset -1."""
+        rows = np.unique(rows)
+        lengths = cache.lengths[rows]
+        packed = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        offsets = np.full(len(cache), -1, dtype=np.int64)
+        offsets[rows] = packed
+        features = torch.empty((int(lengths.sum()), cache.n_mels), dtype=torch.float16, device=device)
+        for row, at, n in zip(rows.tolist(), packed.tolist(), lengths.tolist(), strict=True):
+            features[at : at + n] = torch.from_numpy(np.asarray(cache.frames(row))).to(device)
+        return cls(features, torch.from_numpy(offsets).to(device), torch.from_numpy(cache.lengths).to(device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    def gather(self, rows: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+        """Patches ``[N, 1, n_mels, length]`` (float32) of cache ``rows`` from frames ``starts``: one
+        index computation, one gather and one conversion. A clip shorter than a patch wraps around
+        to its first frame (the tiling of :func:`tile_to`); a valid start keeps longer clips from
+        reaching their end, so the modulo leaves them alone."""
+        rows, starts = rows.to(self.device).reshape(-1), starts.to(self.device).reshape(-1)
+        steps = torch.arange(length, device=self.device)
+        index = self.offsets[rows, None] + (starts[:, None] + steps) % self.lengths[rows, None]
+        frames = self.features.index_select(0, index.reshape(-1)).view(len(rows), length, -1)
+        return frames.transpose(1, 2).unsqueeze(1).to(torch.float32, memory_format=torch.contiguous_format)
 
 
 def as_batch(batch):
@@ -74,14 +109,28 @@ def as_batch(batch):
     return batch
 
 
-class _CacheDataset(Dataset):
-    """Batched patch reading and per-worker random state."""
+class CacheDataset(Dataset):
+    """Batched patch reading and per-worker random state.
 
-    def __init__(self, cache: FeatureCache, rows: Sequence[int], patch_frames: int, rank: int = 0) -> None:
+    ``__getitems__`` draws a batch (:meth:`draw`: a dict whose ``draws`` holds the cache ``rows`` and
+    ``starts`` of its patches) and, with ``host_gather``, cuts the patches from the memmap at once
+    (:meth:`assemble`). Without it the loader delivers only the draws and the data module assembles
+    the batch on the training device from a :class:`PatchSource` uploaded there.
+    """
+
+    def __init__(
+        self,
+        cache: FeatureCache,
+        rows: Sequence[int],
+        patch_frames: int,
+        rank: int = 0,
+        host_gather: bool = True,
+    ) -> None:
         self.cache = cache
         self.rows = np.asarray(rows, dtype=np.int64)
         self.patch_frames = patch_frames
         self.rank = rank
+        self.host_gather = host_gather
         self._rng: np.random.Generator | None = None
         self._rng_owner: object = None
 
@@ -91,11 +140,18 @@ class _CacheDataset(Dataset):
     def __getitem__(self, index: int):
         """One item: the batch of one index, without its batch dimension."""
         batch = self.__getitems__([index])
-        if isinstance(batch, dict):
-            return {k: v[0] for k, v in batch.items()}
-        return tuple(v[0] for v in batch)
+        if isinstance(batch, tuple):
+            return tuple(v[0] for v in batch)
+        return {k: v[0] for k, v in batch.items() if k != "draws"}
 
     def __getitems__(self, indices: Sequence[int]):
+        batch = self.draw(np.asarray(indices, dtype=np.int64))
+        return self.assemble(batch, PatchSource.of_cache(self.cache)) if self.host_gather else batch
+
+    def draw(self, positions: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def assemble(self, batch: dict, source: PatchSource):
         raise NotImplementedError
 
     @property
@@ -112,18 +168,17 @@ class _CacheDataset(Dataset):
         """Frames of the clips at dataset ``positions``."""
         return self.cache.lengths[self.rows[positions]]
 
-    def gather(self, positions: np.ndarray, starts: np.ndarray) -> torch.Tensor:
-        """Patches ``[N, 1, n_mels, patch_frames]`` (float32) of the clips at dataset ``positions``,
-        starting at ``starts``: one gather from the memmap and one conversion for all of them."""
-        rows = self.rows[np.asarray(positions, dtype=np.int64)]
-        index = frame_index(
-            self.cache.offsets[rows], self.cache.lengths[rows], np.asarray(starts), self.patch_frames
-        )
-        frames = torch.from_numpy(np.asarray(self.cache.data[index]))  # [N, frames, n_mels] float16
-        return frames.transpose(1, 2).unsqueeze(1).to(torch.float32, memory_format=torch.contiguous_format)
+    def draws(self, positions: np.ndarray, starts: np.ndarray) -> dict[str, torch.Tensor]:
+        return {"rows": torch.from_numpy(self.rows[positions]), "starts": torch.from_numpy(starts)}
+
+    def patches(self, batch: dict, source: PatchSource) -> tuple[torch.Tensor, dict]:
+        """The batch's patches ``[N, 1, n_mels, patch_frames]`` and its other fields."""
+        draws = batch["draws"]
+        patches = source.gather(draws["rows"], draws["starts"], self.patch_frames)
+        return patches, {k: v for k, v in batch.items() if k != "draws"}
 
 
-class TwoViewDataset(_CacheDataset):
+class TwoViewDataset(CacheDataset):
     """Per clip: two patches at independent random offsets, each with a background patch taken
     from a different, randomly chosen clip (the two backgrounds are drawn independently).
 
@@ -142,35 +197,34 @@ class TwoViewDataset(_CacheDataset):
         patch_frames: int,
         rank: int = 0,
         targets: Sequence[int] | None = None,
+        host_gather: bool = True,
     ) -> None:
-        super().__init__(cache, rows, patch_frames, rank)
+        super().__init__(cache, rows, patch_frames, rank, host_gather)
         if len(self.rows) < 2:
             raise DataError("two-view pretraining needs at least 2 clips (backgrounds come from other clips)")
         self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
         if self.targets is not None and len(self.targets) != len(self.rows):
             raise ValueError(f"{len(self.targets)} targets for {len(self.rows)} clips")
 
-    def draw(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The batch's random choices: ``(sources, starts)``, each ``[2, n, 2]`` (views then
-        backgrounds, clip by clip, two each): dataset positions and start frames of every patch."""
-        positions = np.asarray(positions, dtype=np.int64)
+    def draw(self, positions: np.ndarray) -> dict:
+        """Draws ``[2, n, 2]`` (views then backgrounds, clip by clip, two each): for the views the
+        clips themselves, for the backgrounds other clips; a uniform start for every patch."""
         views = np.repeat(positions[:, None], 2, axis=1)
         backgrounds = other_positions(positions, len(self.rows), 2, self.rng)
         sources = np.stack([views, backgrounds])
-        return sources, random_starts(self.lengths(sources), self.patch_frames, self.rng)
-
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        positions = np.asarray(indices, dtype=np.int64)
-        sources, starts = self.draw(positions)
-        patches = self.gather(sources.ravel(), starts.ravel())
-        patches = patches.view(2, len(positions), 2, *patches.shape[1:])
-        batch = {"views": patches[0], "backgrounds": patches[1], "index": torch.from_numpy(positions)}
+        starts = random_starts(self.lengths(sources), self.patch_frames, self.rng)
+        batch = {"draws": self.draws(sources, starts), "index": torch.from_numpy(positions)}
         if self.targets is not None:
             batch["target"] = self.targets[positions]
         return batch
 
+    def assemble(self, batch: dict, source: PatchSource) -> dict[str, torch.Tensor]:
+        patches, out = self.patches(batch, source)
+        patches = patches.view(2, -1, 2, *patches.shape[1:])
+        return {"views": patches[0], "backgrounds": patches[1], **out}
 
-class LabeledPatchDataset(_CacheDataset):
+
+class LabeledPatchDataset(CacheDataset):
     """Training set for downstream tasks: one random patch per clip and its target.
 
     A batch is a dict: ``patch`` ``[n, 1, n_mels, patch_frames]``, ``target`` (class indices, or
@@ -191,8 +245,9 @@ class LabeledPatchDataset(_CacheDataset):
         patch_frames: int,
         rank: int = 0,
         hop_frames: int | None = None,
+        host_gather: bool = True,
     ) -> None:
-        super().__init__(cache, rows, patch_frames, rank)
+        super().__init__(cache, rows, patch_frames, rank, host_gather)
         self.targets = as_targets(targets)
         self.hop_frames = hop_frames
 
@@ -203,25 +258,28 @@ class LabeledPatchDataset(_CacheDataset):
         nth = self.rng.integers(0, window_counts(lengths, self.patch_frames, self.hop_frames))
         return nth_window_starts(lengths, nth, self.patch_frames, self.hop_frames)
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        positions = np.asarray(indices, dtype=np.int64)
-        starts = self.training_starts(positions)
+    def draw(self, positions: np.ndarray) -> dict:
         return {
-            "patch": self.gather(positions, starts),
+            "draws": self.draws(positions, self.training_starts(positions)),
             "target": self.targets[positions],
-            "row": torch.from_numpy(self.rows[positions]),
-            "start": torch.from_numpy(starts),
         }
+
+    def assemble(self, batch: dict, source: PatchSource) -> dict[str, torch.Tensor]:
+        patches, out = self.patches(batch, source)
+        return {"patch": patches, **out, "row": batch["draws"]["rows"], "start": batch["draws"]["starts"]}
 
 
 class CentrePatchDataset(LabeledPatchDataset):
     """The patch in the middle of each clip and its class: a fixed set, e.g. for the kNN monitor.
     A batch is the tuple ``(patches, targets)``."""
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = np.asarray(indices, dtype=np.int64)
+    def draw(self, positions: np.ndarray) -> dict:
         starts = np.maximum(self.lengths(positions) - self.patch_frames, 0) // 2
-        return self.gather(positions, starts), self.targets[positions]
+        return {"draws": self.draws(positions, starts), "target": self.targets[positions]}
+
+    def assemble(self, batch: dict, source: PatchSource) -> tuple[torch.Tensor, torch.Tensor]:
+        patches, out = self.patches(batch, source)
+        return patches, out["target"]
 
 
 class ClipWindowsDataset(LabeledPatchDataset):
@@ -247,15 +305,14 @@ class ClipWindowsDataset(LabeledPatchDataset):
         self.hop_frames = hop_frames or patch_frames
         self.ids = None if ids is None else np.asarray(ids, dtype=np.int64)
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        positions = np.asarray(indices, dtype=np.int64)
+    def draw(self, positions: np.ndarray) -> dict:
         lengths = self.lengths(positions)
         counts = window_counts(lengths, self.patch_frames, self.hop_frames)
         clip = np.repeat(np.arange(len(positions)), counts)
         nth = np.arange(len(clip)) - np.repeat(np.cumsum(counts) - counts, counts)
         starts = nth_window_starts(lengths[clip], nth, self.patch_frames, self.hop_frames)
         batch = {
-            "patches": self.gather(positions[clip], starts),
+            "draws": self.draws(positions[clip], starts),
             "clip": torch.from_numpy(clip),
             "target": self.targets[positions],
         }
@@ -264,6 +321,10 @@ class ClipWindowsDataset(LabeledPatchDataset):
             batch["length"] = torch.from_numpy(lengths)
             batch["start"] = torch.from_numpy(starts)
         return batch
+
+    def assemble(self, batch: dict, source: PatchSource) -> dict[str, torch.Tensor]:
+        patches, out = self.patches(batch, source)
+        return {"patches": patches, **out}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """One clip's windows as a batch of one clip."""

@@ -20,7 +20,7 @@ from ser_ssl.audio import LogMel, LogMelConfig, load_audio
 from ser_ssl.audio.io import BLOCK_FRAMES, AudioError
 from ser_ssl.data import CSVManifest, FolderSource, LabeledDataModule, SSLDataModule
 from ser_ssl.data.cache import FeatureCache, build_cache
-from ser_ssl.data.views import TwoViewDataset
+from ser_ssl.data.views import PatchSource, TwoViewDataset
 from ser_ssl.errors import DataError
 from ser_ssl.models import VGGLike
 from ser_ssl.tasks import SimCLR
@@ -252,9 +252,10 @@ def test_ten_minute_clip_is_cached_and_read_lazily(tmp_path):
     patch = cache.frames(0, 30000, 30101)
     assert isinstance(patch, np.memmap) and not patch.flags.owndata and patch.shape == (101, 16)
     assert np.shares_memory(patch, cache.data) and np.isfinite(patch).all()
-    ds = TwoViewDataset(cache, [0, 1], patch_frames=101)
-    patches = ds.gather(np.array([0, 1]), np.array([59000, 0]))  # the short clip is tiled
-    assert patches.shape == (2, 1, 16, 101) and torch.isfinite(patches).all()
+    views = TwoViewDataset(cache, [0, 1], patch_frames=101)[0]["views"]
+    patches = PatchSource.of_cache(cache).gather(torch.tensor([0, 1]), torch.tensor([59000, 0]), 101)
+    assert views.shape == (2, 1, 16, 101) and patches.shape == (2, 1, 16, 101)  # the short clip is tiled
+    assert torch.isfinite(patches).all()
     assert cache.lengths[0] > cache_mod.CHUNK_FRAMES  # computed in chunks, to the same numbers
     with cache_mod.one_thread():  # the thread count the cache computes with: chunks change no bit
         whole = LogMel(config)(load_audio(tmp_path / "long.wav", 8000)).T.numpy().astype(np.float16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,49 @@ def test_knn_loaders_give_centre_patches_of_the_labelled_train_and_val_clips(tin
     assert set(torch.cat([y for _, y in bank]).tolist()) == set(range(12))
     dm.knn_splits = None
     assert dm.knn_dataloaders() is None
+
+
+def first_batches(dm, n: int = 2) -> list[dict]:
+    """The first ``n`` training batches as the model receives them (after the transfer hook)."""
+    torch.manual_seed(3)
+    loader = dm.train_dataloader()
+    return [dm.transfer_batch_to_device(b, torch.device("cpu"), 0) for b in islice(loader, n)]
+
+
+@pytest.mark.parametrize("module", [SSLDataModule, LabeledDataModule])
+def test_device_cache_gives_the_patches_of_the_memmap_path(tiny_data, cache_dir, module):
+    make = dict(manifest=str(tiny_data), cache_dir=str(cache_dir), batch_size=8, num_workers=0)
+    host = module(**make)
+    device = module(**make, device_cache="always")
+    for dm in (host, device):
+        dm.setup("fit")
+    assert device.gathers_on_device(device.rows) and not host.gathers_on_device(host.rows)
+    raw = next(iter(device.train_dataloader()))
+    assert set(raw["draws"]) == {"rows", "starts"} and not any(v.ndim > 3 for v in raw["draws"].values())
+    for a, b in zip(first_batches(host), first_batches(device), strict=True):
+        assert a.keys() == b.keys() and "draws" not in b
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    # only the training clips were uploaded
+    source = device._device_source
+    assert len(source.features) == int(device.cache.lengths[device.train_set.rows].sum())
+
+
+def test_device_cache_auto_falls_back_to_the_memmap_when_features_do_not_fit(tiny_data, cache_dir, caplog):
+    dm = SSLDataModule(
+        manifest=str(tiny_data),
+        cache_dir=str(cache_dir),
+        batch_size=8,
+        num_workers=0,
+        device_cache="auto",
+        device_cache_share=1e-9,
+    )
+    dm.setup("fit")
+    with caplog.at_level("WARNING"):
+        batch = next(iter(dm.train_dataloader()))
+    assert "views" in batch and "draws" not in batch
+    assert any("exceed" in r.message for r in caplog.records)
+    dm.device_cache_share = 0.5  # a few MB of features fit half of any machine's RAM
+    assert "draws" in next(iter(dm.train_dataloader()))
+    with pytest.raises(ConfigError, match="device_cache_share"):
+        SSLDataModule(device_cache_share=0.0)

@@ -8,6 +8,7 @@ from ser_ssl.data.views import (
     CentrePatchDataset,
     ClipWindowsDataset,
     LabeledPatchDataset,
+    PatchSource,
     TwoViewDataset,
     as_batch,
     nth_window_starts,
@@ -85,11 +86,10 @@ def test_backgrounds_are_never_the_clip_itself_and_cover_all_others():
 
 
 def test_one_gather_equals_the_plain_per_clip_reading(noisy_cache):
-    ds = LabeledPatchDataset(noisy_cache, range(len(LENGTHS)), [0] * len(LENGTHS), patch_frames=20)
     rng = np.random.default_rng(1)
     positions = rng.integers(0, len(LENGTHS), 200)
-    starts = random_starts(ds.lengths(positions), 20, rng)
-    got = ds.gather(positions, starts)
+    starts = random_starts(noisy_cache.lengths[positions], 20, rng)
+    got = PatchSource.of_cache(noisy_cache).gather(torch.from_numpy(positions), torch.from_numpy(starts), 20)
     assert got.shape == (200, 1, 8, 20) and got.dtype == torch.float32 and got.is_contiguous()
     expected = torch.stack(
         [reference_patch(noisy_cache, p, s, 20) for p, s in zip(positions, starts, strict=True)]
@@ -101,9 +101,11 @@ def test_two_view_batch_equals_the_reference_sampler_given_the_same_draws(noisy_
     ds = TwoViewDataset(noisy_cache, range(len(LENGTHS)), patch_frames=20, targets=range(len(LENGTHS)))
     positions = np.array([3, 0, 5, 2, 2, 6])
     state = ds.rng.bit_generator.state
-    sources, starts = ds.draw(positions)
+    draws = ds.draw(positions)["draws"]
+    sources, starts = draws["rows"].numpy(), draws["starts"].numpy()  # rows == positions here
     ds.rng.bit_generator.state = state
     batch = ds.__getitems__(positions.tolist())
+    assert "draws" not in batch
     assert batch["views"].shape == batch["backgrounds"].shape == (6, 2, 1, 8, 20)
     assert batch["index"].tolist() == batch["target"].tolist() == positions.tolist()
     assert (sources[0] == positions[:, None]).all() and (sources[1] != positions[:, None]).all()
