@@ -11,9 +11,10 @@ export MALLOC_TRIM_THRESHOLD_ := 1000000000
 .PHONY: install demo test lint bench results drums clean
 
 # --no-cache-dir: the PyPI torch wheel is a CUDA build of several GB; caching it would need that much disk again.
-$(STAMP): pyproject.toml
+# constraints.txt: the exact torch and torchaudio pair the project is developed and measured with.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-cache-dir -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-cache-dir -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,10 +28,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
-# The README's results table (README, "Results on real audio"): every row for every seed; finished
+# The results table of docs/results.md: every row for every seed; finished
 # runs are kept, so a second call only runs what is missing. MANIFEST=path/to/manifest.csv runs it on
 # other data, ROWS="logmel ssl" runs some rows (python -m ser_ssl.results --help lists them).
-DATASETS ?= ../shared/datasets
 DRUMS := data/real/drums/manifest.csv
 MANIFEST ?= $(DRUMS)
 SEEDS ?= 0 1 2
@@ -38,14 +38,12 @@ SEEDS ?= 0 1 2
 results: $(STAMP) $(MANIFEST)
 	$(BIN)/python -m ser_ssl.results --manifest $(MANIFEST) --seeds $(SEEDS) $(if $(ROWS),--rows $(ROWS))
 
-# The drums set: drum kits from Debian packages (apt, as root), rendered by $(DATASETS)/make_drums.py.
+# The drums set: one-shots of the drum kits and sample packs that Debian packages ship; --install
+# installs the missing packages with apt-get (as root, about 400 MB). python -m ser_ssl.data.drums --help
 drums: $(DRUMS)
 
-$(DRUMS):
-	bash $(DATASETS)/setup.sh
-	test -x data/.drumvenv/bin/python || $(PYTHON) -m venv data/.drumvenv
-	data/.drumvenv/bin/python -m pip install --quiet numpy scipy soundfile
-	data/.drumvenv/bin/python $(DATASETS)/make_drums.py --out data/real
+$(DRUMS): $(STAMP)
+	$(BIN)/python -m ser_ssl.data.drums --install --out data/real
 
 lint: $(STAMP)
 	$(BIN)/ruff check ser_ssl tests benchmarks
