@@ -72,7 +72,7 @@ def run(quick: bool, workdir: Path) -> list[Row]:
                 "ms/call",
                 "time",
                 goal=(">=", 1.0),
-                goal_note="not slower; DESIGN measured 1.5-2×",
+                goal_note="not slower",
                 note=f"values equal to rtol 1e-5 (checked); 2N × 2N masked cross-entropy vs four N×N blocks; "
                 f"one warm-up call each, then the best of 2 alternating medians of {repeats} calls.",
             )

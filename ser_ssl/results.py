@@ -367,8 +367,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     options = parse_args(argv)
     if options.manifest and not Path(options.manifest).is_file():
         raise MissingFileError(
-            f"manifest {options.manifest} does not exist "
-            "(`make drums` builds the drums set: README, 'Results on real audio')"
+            f"manifest {options.manifest} does not exist (`make drums` builds the drums set: docs/results.md)"
         )
     rows = [r for r in ROWS if options.rows is None or r.name in options.rows]
     runner = Runner(options)

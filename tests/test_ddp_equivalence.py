@@ -33,5 +33,5 @@ def test_two_processes_with_sync_batchnorm_match_one_process_with_the_doubled_ba
     )
     assert _largest_difference(single, synced) < 1e-5
     # Without SyncBatchNorm each process normalises with the statistics of its own half batch, so
-    # the steps differ (README, "Scaling out"); the check above is therefore not vacuous.
+    # the steps differ (docs/scaling.md); the check above is therefore not vacuous.
     assert _largest_difference(single, plain) > 1e-4

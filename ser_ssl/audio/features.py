@@ -1,4 +1,4 @@
-"""The log-mel front end with the paper's defaults (METHOD §1)."""
+"""The log-mel front end with the paper's defaults (docs/method.md §1)."""
 
 from __future__ import annotations
 

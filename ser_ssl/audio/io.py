@@ -1,7 +1,7 @@
 """Decode audio files into mono float waveforms at one sample rate.
 
 Every way a file can be unusable maps to one :class:`AudioError` ``kind``, so the cache can skip
-it with a reason and count the skips per kind; ``docs/bad_input.md`` has the whole table.
+it with a reason and count the skips per kind; ``docs/robustness.md`` has the whole table.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Mix-back (METHOD §3): mix each view with a background patch from another clip."""
+"""Mix-back (docs/method.md §3): mix each view with a background patch from another clip."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spectrogram augmentations (METHOD §4) with per-sample random parameters, applied to whole batches.
+"""Spectrogram augmentations (docs/method.md §4) with per-sample random parameters, applied to whole batches.
 
 Every transform takes ``x: [B, C, n_mels, frames]`` on any device and returns a tensor of the same shape,
 dtype and device. Parameters are drawn per sample from torch's global RNG (callers seed it, e.g. with
@@ -333,7 +333,7 @@ class SpecAugment(BatchTransform):
 
 
 class GaussianNoise(BatchTransform):
-    """Adds ``σ·N(0, 1)`` with ``σ ~ U(0, max_std)`` per sample (METHOD §4: 0.01, normalised domain).
+    """Adds ``σ·N(0, 1)`` with ``σ ~ U(0, max_std)`` per sample (docs/method.md §4: 0.01, normalised domain).
 
     Params: ``std`` ``[B]`` and the drawn standard-normal ``noise`` (shape of ``x``), so that ``apply``
     is deterministic.

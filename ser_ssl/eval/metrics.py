@@ -1,4 +1,4 @@
-"""Clip-level classification metrics (METHOD §7): aggregation of window outputs and the metric sets.
+"""Clip-level classification metrics (docs/method.md §7): aggregation of window outputs and the metric sets.
 
 A clip's prediction is the mean of its windows' probabilities (softmax for single-label, sigmoid
 for multi-label data); every metric is computed on clips, never on windows. Pure torch/torchmetrics,

@@ -1,4 +1,4 @@
-"""NT-Xent (METHOD §6) written as one masked cross-entropy over the 2N x 2N similarity matrix."""
+"""NT-Xent (docs/method.md §6) written as one masked cross-entropy over the 2N x 2N similarity matrix."""
 
 from __future__ import annotations
 

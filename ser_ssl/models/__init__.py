@@ -1,4 +1,4 @@
-"""Encoders and the projection head (METHOD §5); plain ``nn.Module``s with no Lightning."""
+"""Encoders and the projection head (docs/method.md §5); plain ``nn.Module``s with no Lightning."""
 
 from ser_ssl.models.encoders import CRNN, LogMelStats, ResNet18, VGGLike
 from ser_ssl.models.heads import ProjectionHead

@@ -1,4 +1,4 @@
-"""The projection head g (METHOD §5): used during pretraining only, thrown away afterwards."""
+"""The projection head g (docs/method.md §5): used during pretraining only, thrown away afterwards."""
 
 from __future__ import annotations
 

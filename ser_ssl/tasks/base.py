@@ -32,7 +32,7 @@ class BaseTask(L.LightningModule):
         weight_decay: applied to weights only, never to biases or normalisation parameters.
         warmup_epochs: linear warm-up length; the rest of training follows a cosine decay to 0.
         channels_last: run convolutions in the channels-last memory format (about 1.5-1.8x faster
-            fp32 training on the 2-core CPUs we measured; see the README).
+            fp32 training on the 2-core CPUs we measured; see docs/benchmarks.md).
         compile: compile the encoder with ``torch.compile`` (in place, so checkpoints keep their
             keys); worth it on GPUs for long runs, a start-up cost of minutes on CPU.
         lr_scaling: scale every peak learning rate by the global batch (clips per step over all

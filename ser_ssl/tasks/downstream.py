@@ -1,4 +1,4 @@
-"""Downstream classification on a pretrained encoder: the linear probe and fine-tuning (METHOD §7).
+"""Downstream classification on a pretrained encoder: the linear probe and fine-tuning (docs/method.md §7).
 
 Training sees one random patch per clip; evaluation scores each clip as a whole by averaging the
 softmax (sigmoid, for multi-label data) outputs of all its sliding-window patches, then computes
@@ -206,7 +206,7 @@ class EmbeddingMemo:
     """Embeddings of patches keyed by ``(cache row, start frame)``, each computed on first sight.
 
     For a frozen encoder without augmentation a patch's embedding never changes, so the probe's
-    200 epochs (METHOD §7) need one encoder pass per patch, not one per epoch. The bank lives on
+    200 epochs (docs/method.md §7) need one encoder pass per patch, not one per epoch. The bank lives on
     the embeddings' device and grows by doubling.
     """
 

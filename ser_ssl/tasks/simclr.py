@@ -1,4 +1,4 @@
-"""SimCLR pretraining of a sound-event encoder (METHOD §2–§6)."""
+"""SimCLR pretraining of a sound-event encoder (docs/method.md §2–§6)."""
 
 from __future__ import annotations
 

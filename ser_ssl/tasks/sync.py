@@ -1,4 +1,4 @@
-"""SyncBatchNorm for DDP on any device, as a Lightning ``LayerSync`` plugin (METHOD §6)."""
+"""SyncBatchNorm for DDP on any device, as a Lightning ``LayerSync`` plugin (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from ser_ssl.errors import ConfigError
 
 SHAPE = (6, 1, 16, 24)
 
-# the defaults of METHOD §4
+# the defaults of docs/method.md §4
 DEFAULTS = {
     "rrc": RandomResizedCrop,
     "shift": RandomShift,

@@ -8,7 +8,8 @@ from ser_ssl.losses import NTXentLoss
 
 
 def loop_ntxent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
-    """METHOD §6 written out: ℓ_ij = -log(exp(z_i·z_j/τ) / Σ_{v≠i} exp(z_i·z_v/τ)), mean over 2N anchors."""
+    """docs/method.md §6 written out: ℓ_ij = -log(exp(z_i·z_j/τ) / Σ_{v≠i} exp(z_i·z_v/τ)),
+    mean over 2N anchors."""
     z = torch.cat([z1, z2]).double()
     n = len(z1)
     total = 0.0
