@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 1000000000
 export MALLOC_TRIM_THRESHOLD_ := 1000000000
 
-.PHONY: install demo test lint bench results drums clean
+.PHONY: install demo test lint bench bench-gpu results drums clean
 
 # --no-cache-dir: the PyPI torch wheel is a CUDA build of several GB; caching it would need that much disk again.
 # constraints.txt: the exact torch and torchaudio pair the project is developed and measured with.
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# On a GPU machine: data path and step per encoder, GPU memory, the GPU preset's pretraining (minutes).
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu
 
 # The results table of docs/results.md: every row for every seed; finished
 # runs are kept, so a second call only runs what is missing. MANIFEST=path/to/manifest.csv runs it on

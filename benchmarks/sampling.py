@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.common import write_fake_cache
+from benchmarks.common import PlainLoop, make_simclr, median, write_fake_cache
 from benchmarks.table import Row
 from ser_ssl.data.cache import FeatureCache
-from ser_ssl.data.views import TwoViewDataset, as_batch
+from ser_ssl.data.views import PatchSource, TwoViewDataset, as_batch
 
 PATCH = 101
 
@@ -77,6 +77,49 @@ def copy_limit_views_per_second(cache: FeatureCache, batch: int, batches: int) -
     return batches * batch * 2 / (time.perf_counter() - start)
 
 
+def device_cache_views_per_second(dataset: TwoViewDataset, batch: int, batches: int) -> tuple[float, float]:
+    """Views/s of the draws + assembly from features uploaded to the CPU (``device_cache`` with
+    device ``cpu``) and of the same draws gathered from the memmap, in this process."""
+    source = PatchSource.upload(dataset.cache, dataset.rows, "cpu")
+    memmap = PatchSource.of_cache(dataset.cache)
+    order = np.random.default_rng(0).permutation(len(dataset))
+    rates = []
+    for src in (source, memmap):
+        start = time.perf_counter()
+        for b in range(batches):
+            dataset.assemble(dataset.draw(order[b * batch : (b + 1) * batch]), src)
+        rates.append(batches * batch * 2 / (time.perf_counter() - start))
+    return rates[0], rates[1]
+
+
+def step_with_loader(quick: bool, dataset: TwoViewDataset, batch: int, steps: int) -> tuple[float, float]:
+    """Seconds a training step takes fed by the loader (2 workers, as the configs) and fed one batch
+    already in memory, median over ``steps`` after a warm-up."""
+    loader = DataLoader(
+        dataset,
+        batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=2,
+        persistent_workers=True,
+        collate_fn=as_batch,
+    )
+    plain = PlainLoop(make_simclr(quick), 2 * steps + 2)
+    it = iter(loader)
+    fixed = next(it)
+    plain.step(fixed)  # warm-up
+    timed = {"loader": [], "memory": []}
+    for _ in range(steps):
+        start = time.perf_counter()
+        plain.step(next(it))
+        timed["loader"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        plain.step(fixed)
+        timed["memory"].append(time.perf_counter() - start)
+    del it
+    return median(timed["loader"]), median(timed["memory"])
+
+
 def run(quick: bool, workdir: Path) -> list[Row]:
     batch, n_clips, batches = (8, 64, 2) if quick else (128, 5000, 30)
     fake = write_fake_cache(workdir / "cache", n_clips, mean_frames=300)
@@ -86,9 +129,10 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     def loader(dataset: Dataset, collate_fn=None) -> DataLoader:
         return DataLoader(dataset, batch, shuffle=True, drop_last=True, num_workers=0, collate_fn=collate_fn)
 
-    batched = views_per_second(
-        loader(TwoViewDataset(cache, range(len(cache)), PATCH), as_batch), batches, device
-    )
+    dataset = TwoViewDataset(cache, range(len(cache)), PATCH)
+    batched = views_per_second(loader(dataset, as_batch), batches, device)
+    on_device, from_memmap = device_cache_views_per_second(dataset, batch, batches)
+    step_loader, step_memory = step_with_loader(quick, dataset, batch, 2 if quick else 4)
     per_clip = views_per_second(loader(PerClipTwoViews(cache, PATCH)), batches, device)
     limit = copy_limit_views_per_second(cache, batch, batches)
     setup = (
@@ -114,5 +158,25 @@ def run(quick: bool, workdir: Path) -> list[Row]:
             "views/s",
             "rate",
             note=f"{setup}; limit: one contiguous read and float32 conversion of a batch's bytes.",
+        ),
+        Row(
+            "pretraining data path: device cache (on the CPU) vs memmap gather",
+            on_device,
+            from_memmap,
+            "views/s",
+            "rate",
+            note=f"{setup}; the same draws assembled from the features uploaded to the CPU "
+            "(PatchSource.upload, what device_cache does on a GPU) and from the memmap.",
+        ),
+        Row(
+            "training step fed by the loader vs fed a batch already in memory",
+            step_loader,
+            step_memory,
+            "s/step",
+            "time",
+            goal=(">=", 0.9),
+            note=f"SimCLR as configs/pretrain.yaml (VGG-like, views on, AdamW, channels_last, fp32), "
+            f"batch {batch}, hand-written loop; loader: 2 workers, persistent, as the configs; medians of "
+            "steps interleaved with the in-memory ones.",
         ),
     ]

@@ -52,3 +52,16 @@ def test_ratio_and_goal():
     assert bigger.ratio == pytest.approx(1.3) and bigger.met is False
     assert Row("r", 2.0, 4.0, "x/s", "rate").met is None
     assert "| t | 1.00 ms | 12.0 ms | 12.00 | ≥ 10 | yes |" in markdown_table([faster])
+
+
+def test_the_gpu_script_runs_quick_on_any_device(tmp_path, capsys):
+    from benchmarks import gpu
+
+    gpu.main(["--quick", "--out", str(tmp_path / "gpu.json")])
+    results = json.loads((tmp_path / "gpu.json").read_text())
+    (row,) = results["rows"]
+    assert (
+        row["encoder"] == "vgglike" and row["loader_patches_per_s"] > 0 and row["resident_patches_per_s"] > 0
+    )
+    assert results["precision"] in ("bf16-mixed", "16-mixed", "32-true")
+    assert "| vgglike |" in capsys.readouterr().out

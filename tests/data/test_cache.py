@@ -116,13 +116,25 @@ def two_threads():
     torch.set_num_threads(threads)
 
 
-def test_parallel_build_equals_serial_build(tmp_path, wavs, two_threads):
+def test_parallel_build_equals_serial_build(tmp_path, wavs, two_threads, monkeypatch):
+    monkeypatch.setattr(cache_mod, "CLIPS_PER_WORKER", 1)  # a pool even for 4 clips
     # Bit equality holds on one machine because every build computes a clip with one thread
     # (cache.one_thread); before, the 2-thread main process rounded the mel product differently.
     serial = build_cache(wavs, LogMelConfig(), tmp_path / "serial")
     assert torch.get_num_threads() == 2  # the caller's thread count is restored
     parallel = build_cache(wavs, LogMelConfig(), tmp_path / "parallel", num_workers=2)
     assert (serial / FEATURES_FILE).read_bytes() == (parallel / FEATURES_FILE).read_bytes()
+
+
+def test_a_few_clips_are_computed_without_starting_a_pool(tmp_path, wavs, monkeypatch):
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a worker pool was started for 4 clips")
+
+    monkeypatch.setattr(cache_mod, "ProcessPoolExecutor", no_pool)
+    assert len(FeatureCache(build_cache(wavs, LogMelConfig(), tmp_path / "c", num_workers=2))) == 4
+    monkeypatch.setattr(cache_mod, "CLIPS_PER_WORKER", 2)  # 4 clips: 2 workers
+    with pytest.raises(AssertionError, match="worker pool"):
+        build_cache(wavs, LogMelConfig(), tmp_path / "c2", num_workers=2)
 
 
 def test_features_agree_to_one_float16_step_whatever_the_thread_count(tmp_path, wavs, two_threads):

@@ -1,0 +1,204 @@
+"""`make bench-gpu`: the pretraining data path and step on the GPU at hand, in one prepared run.
+
+For each built-in encoder (SimCLR as ``configs/gpu.yaml`` sets it up: channels_last, the precision
+``--auto_precision`` picks) it measures patches/s of training steps fed
+
+- by the real path: a DataLoader of draws (4 workers) over a ``TwoViewDataset`` whose features were
+  uploaded to the GPU, assembled there as the data module does, and
+- by one batch already on the GPU,
+
+and the peak GPU memory. Then it times ``ser-ssl fit --config configs/pretrain.yaml --config
+configs/gpu.yaml`` on the built-in data set end to end. A view is a patch: a batch of ``n`` clips
+trains on ``2n`` patches. Writes ``runs/bench/gpu.json`` and prints a Markdown table. ``--quick`` runs
+tiny sizes on any device (the tests run it on the CPU); the figures need a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from benchmarks.common import write_fake_cache
+from ser_ssl.data.cache import FeatureCache
+from ser_ssl.data.views import PatchSource, TwoViewDataset, as_batch
+from ser_ssl.precision import choose_precision, detect
+
+ENCODERS = {
+    "vgglike": ("ser_ssl.models", "VGGLike"),
+    "resnet18": ("ser_ssl.models", "ResNet18"),
+    "crnn": ("ser_ssl.models", "CRNN"),
+}
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def simclr(encoder: str, quick: bool):
+    import importlib
+
+    from ser_ssl.tasks import SimCLR
+
+    module, name = ENCODERS[encoder]
+    cls = getattr(importlib.import_module(module), name)
+    enc = cls(channels=(4, 8), embed_dim=16) if quick and encoder == "vgglike" else cls()
+    return SimCLR(encoder=enc, optimizer="adamw", lr=1e-3, channels_last=True)
+
+
+def throughput(model, batches, device: torch.device, dtype, steps: int) -> float:
+    """Patches/s of ``steps`` training steps on the batches ``batches`` yields (after two warm-ups)."""
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step(batch) -> int:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            x = model.make_views(batch)
+            z = model.head(model.encoder(x)).view(x.shape[0] // 2, 2, -1)
+            loss = model.criterion(z[:, 0].float(), z[:, 1].float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return x.shape[0]
+
+    for _ in range(2):
+        step(next(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start, patches = time.perf_counter(), 0
+    for _ in range(steps):
+        patches += step(next(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return patches / (time.perf_counter() - start)
+
+
+def loader_batches(dataset: TwoViewDataset, batch: int, source: PatchSource, device, workers: int):
+    """Batches as the data module delivers them with ``device_cache``: draws from the loader, patches
+    cut on ``device``."""
+    while True:
+        loader = DataLoader(
+            dataset, batch, shuffle=True, drop_last=True, num_workers=workers, collate_fn=as_batch
+        )
+        for draws in loader:
+            moved = {
+                k: (
+                    {a: b.to(device, non_blocking=True) for a, b in v.items()}
+                    if k == "draws"
+                    else v.to(device)
+                )
+                for k, v in draws.items()
+            }
+            yield dataset.assemble(moved, source)
+
+
+def same_batch(batch):
+    while True:
+        yield batch
+
+
+def run(quick: bool, workdir: Path) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    hw = detect(device.type)
+    precision, why = choose_precision(hw)
+    dtype = AUTOCAST.get(precision)
+    batch, clips, steps = (8, 64, 3) if quick else (1024, 20000, 30)
+    cache = FeatureCache(write_fake_cache(workdir / "cache", clips, mean_frames=300).directory)
+    dataset = TwoViewDataset(cache, range(len(cache)), 101, host_gather=False)
+    source = PatchSource.upload(cache, dataset.rows, device)
+    results = {
+        "device": hw.name,
+        "precision": precision,
+        "why": why,
+        "batch": batch,
+        "rows": [],
+    }
+    for name in ["vgglike"] if quick else list(ENCODERS):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        real = throughput(
+            simclr(name, quick), loader_batches(dataset, batch, source, device, 4), device, dtype, steps
+        )
+        fixed = next(loader_batches(dataset, batch, source, device, 0))
+        resident = throughput(simclr(name, quick), same_batch(fixed), device, dtype, steps)
+        memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+        results["rows"].append(
+            {
+                "encoder": name,
+                "loader_patches_per_s": real,
+                "resident_patches_per_s": resident,
+                "ratio": real / resident,
+                "peak_gpu_gib": memory,
+            }
+        )
+    if not quick:
+        results["pretraining"] = pretraining_seconds(workdir)
+    return results
+
+
+def pretraining_seconds(workdir: Path) -> dict:
+    """Wall time of the default pretraining with the GPU preset on the built-in data set."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "ser_ssl.cli",
+        "fit",
+        "--config",
+        "configs/pretrain.yaml",
+        "--config",
+        "configs/gpu.yaml",
+        "--data.init_args.batch_size",
+        "128",
+        "--trainer.default_root_dir",
+        str(workdir / "pretrain"),
+        "--wandb",
+        "disabled",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    return {
+        "command": " ".join(cmd[1:]),
+        "seconds": time.perf_counter() - start,
+        "returncode": done.returncode,
+        "stderr_tail": done.stderr[-2000:],
+    }
+
+
+def table(results: dict) -> str:
+    lines = [
+        f"{results['device']}, {results['precision']} ({results['why']}), batch {results['batch']} clips",
+        "",
+        "| encoder | real loader (patches/s) | batch on the device (patches/s) | ratio | peak GPU GiB |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in results["rows"]:
+        lines.append(
+            f"| {r['encoder']} | {r['loader_patches_per_s']:,.0f} | {r['resident_patches_per_s']:,.0f} | "
+            f"{r['ratio']:.2f} | {r['peak_gpu_gib']:.2f} |"
+        )
+    if "pretraining" in results:
+        p = results["pretraining"]
+        lines += ["", f"pretraining ({p['command']}): {p['seconds']:.0f} s, exit {p['returncode']}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code, not the speed")
+    parser.add_argument("--out", default="runs/bench/gpu.json")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run(args.quick, Path(tmp))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
