@@ -62,6 +62,10 @@ def other_positions(positions: np.ndarray, n: int, draws: int, rng: np.random.Ge
     return others + (others >= np.asarray(positions)[:, None])
 
 
+#: :meth:`PatchSource.upload` copies in blocks of about this size: few transfers, bounded host memory.
+UPLOAD_BLOCK_BYTES = 2**28
+
+
 class PatchSource:
     """The frames patches are cut from: one ``[frames, n_mels]`` float16 tensor and each cache row's
     offset and length in it, all on one device. :meth:`of_cache` wraps the memmap on the host (no
@@ -83,9 +87,13 @@ class PatchSource:
         packed = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         offsets = np.full(len(cache), -1, dtype=np.int64)
         offsets[rows] = packed
-        features = torch.empty((int(lengths.sum()), cache.n_mels), dtype=torch.float16, device=device)
-        for row, at, n in zip(rows.tolist(), packed.tolist(), lengths.tolist(), strict=True):
-            features[at : at + n] = torch.from_numpy(np.asarray(cache.frames(row))).to(device)
+        total = int(lengths.sum())
+        features = torch.empty((total, cache.n_mels), dtype=torch.float16, device=device)
+        blocks = max(1, total * cache.n_mels * 2 // UPLOAD_BLOCK_BYTES)
+        for block, at in zip(np.array_split(rows, blocks), np.array_split(packed, blocks), strict=True):
+            if len(block):
+                frames = np.concatenate([cache.frames(row) for row in block.tolist()])
+                features[at[0] : at[0] + len(frames)] = torch.from_numpy(frames).to(device)
         return cls(features, torch.from_numpy(offsets).to(device), torch.from_numpy(cache.lengths).to(device))
 
     @property

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import ser_ssl.data.views as views_mod
 from ser_ssl.data.cache import FEATURES_FILE
 from ser_ssl.data.views import (
     CentrePatchDataset,
@@ -95,6 +96,18 @@ def test_one_gather_equals_the_plain_per_clip_reading(noisy_cache):
         [reference_patch(noisy_cache, p, s, 20) for p, s in zip(positions, starts, strict=True)]
     )
     assert torch.equal(got, expected)
+
+
+def test_uploaded_rows_give_the_patches_of_the_memmap(noisy_cache, monkeypatch):
+    monkeypatch.setattr(views_mod, "UPLOAD_BLOCK_BYTES", 300)  # several blocks for a few clips
+    rows = np.array([6, 0, 3, 4, 1])
+    uploaded = PatchSource.upload(noisy_cache, rows, "cpu")
+    assert len(uploaded.features) == noisy_cache.lengths[rows].sum()
+    rng = np.random.default_rng(2)
+    draw = torch.from_numpy(rng.choice(rows, 100))
+    starts = torch.from_numpy(random_starts(noisy_cache.lengths[draw.numpy()], 20, rng))
+    expected = PatchSource.of_cache(noisy_cache).gather(draw, starts, 20)
+    assert torch.equal(uploaded.gather(draw, starts, 20), expected)
 
 
 def test_two_view_batch_equals_the_reference_sampler_given_the_same_draws(noisy_cache):
