@@ -4,17 +4,19 @@ Audio is decoded once, in parallel worker processes; training only slices the me
 
     <cache_dir>/logmel-<settings key>/        one per feature configuration (LogMelConfig.key())
         config.json                           the settings, for people
-        shards/<ab>/<clip key>.npy            one clip's float16 [frames, n_mels]
+        shards/<ab>/<clip key>.npy            one clip's float16 [frames, n_mels], while building
         tmp/                                  shards being written
         manifest-<key>/                       what training reads (FeatureCache)
             features.f16                      every usable clip's frames, concatenated
-            index.json                        offset and length of each clip; the skipped files
+            index.json                        key, offset and length of each clip; the skipped files
 
 A clip key hashes the file's resolved path, size and mtime; a ``manifest-<key>`` hashes the settings
 and every clip key in order. Why shards: a build killed at any point loses only the clips in flight
-(each shard is written under ``tmp/`` and renamed into place complete), changing one file
-recomputes one shard and a changed setting starts a new ``logmel-*`` directory, while training still
-reads one memmap. The manifest directory is assembled under a temporary name and renamed, so a half
+(each shard is written under ``tmp/`` and renamed into place complete). Once a manifest is
+assembled its clips' shards are deleted, so the disk holds each clip once; a later build reads the
+clips it shares with a finished manifest from there, so changing one file recomputes one clip, and
+a changed setting starts a new ``logmel-*`` directory, while training still reads one memmap.
+The manifest directory is assembled under a temporary name and renamed, so a half
 written cache is never read; two builders at once only race on renames, and losing the race means
 the other one finished the same cache. Leftovers of killed builds on this machine are removed by the
 next build. Shards are not fsynced (there are thousands of small ones): one that a crash of the
@@ -298,7 +300,12 @@ def _build(
         if k is None:
             problems[i] = ("missing", f"{p}: file not found")
             log.warning("skipping %s", problems[i][1])
-    todo = [i for i, k in enumerate(keys) if k is not None and not shard_path(directory, k).is_file()]
+    assembled = _assembled_clips(directory)
+    todo = [
+        i
+        for i, k in enumerate(keys)
+        if k is not None and k not in assembled and not shard_path(directory, k).is_file()
+    ]
     usable = len(paths) - len(problems)
     if usable > len(todo):
         log.info("reusing %d finished clips from %s", usable - len(todo), directory)
@@ -311,7 +318,7 @@ def _build(
         raise DataError(
             f"none of the {len(paths)} audio files could be used ({_counts(skipped)}); see the warnings above"
         )
-    _assemble(paths, keys, config, directory, final, skipped)
+    _assemble(paths, keys, config, directory, final, skipped, assembled)
 
 
 #: A worker pool costs seconds before its first clip (each spawned worker imports torch), so a build
@@ -373,6 +380,66 @@ def _summarise(problems: dict[int, tuple[str, str]], total: int) -> None:
         log.warning("used %d of %d files only in part (truncated or corrupt)", partial, total)
 
 
+def _assembled_clips(directory: Path) -> dict[str, tuple[Path, int, int]]:
+    """Clip key -> ``(features file, offset, frames)`` in the finished caches of a configuration
+    directory: a clip already assembled once is read from there, not computed again."""
+    found: dict[str, tuple[Path, int, int]] = {}
+    for index in sorted(directory.glob(f"manifest-*/{INDEX_FILE}")):
+        try:
+            clips = json.loads(index.read_text())["clips"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for clip in clips:
+            if "key" in clip:
+                found[clip["key"]] = (index.parent / FEATURES_FILE, clip["offset"], clip["frames"])
+    return found
+
+
+class _ClipSource:
+    """Where the assembly reads each clip from: its shard, a finished cache that holds it, or (for
+    a shard that is damaged, or that a concurrent build has just removed) a fresh computation."""
+
+    def __init__(self, config: LogMelConfig, directory: Path, assembled: dict[str, tuple[Path, int, int]]):
+        self.config, self.directory, self.assembled = config, directory, assembled
+        self._maps: dict[Path, np.memmap] = {}
+
+    def frames_count(self, path: Path, key: str) -> int:
+        n = _shard_frames(shard_path(self.directory, key), self.config.n_mels)
+        if n is not None:
+            return n
+        if key in self.assembled:
+            return self.assembled[key][2]
+        return len(self._compute(path, key))
+
+    def frames(self, path: Path, key: str) -> np.ndarray:
+        try:
+            return np.load(shard_path(self.directory, key), allow_pickle=False)
+        except (OSError, ValueError):
+            pass
+        if key in self.assembled:
+            features, offset, n = self.assembled[key]
+            try:
+                if features not in self._maps:
+                    self._maps[features] = np.memmap(features, dtype=np.float16, mode="r").reshape(
+                        -1, self.config.n_mels
+                    )
+                return np.asarray(self._maps[features][offset : offset + n])
+            except (OSError, ValueError):
+                pass
+        return self._compute(path, key)
+
+    def _compute(self, path: Path, key: str) -> np.ndarray:
+        shard = shard_path(self.directory, key)
+        log.warning("recomputing the missing or damaged cache shard %s of %s", shard, path)
+        _compute((str(path), self.config, str(shard), str(self.directory / "tmp")))
+        try:
+            return np.load(shard, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise DataError(
+                f"{path} changed or became unreadable while the cache was built; run again"
+            ) from err
+
+
 def _assemble(
     paths: list[Path],
     keys: list[str | None],
@@ -380,25 +447,13 @@ def _assemble(
     directory: Path,
     final: Path,
     skipped: dict[int, tuple[str, str]],
+    assembled: dict[str, tuple[Path, int, int]],
 ) -> None:
-    """Concatenate the shards into ``final`` (written under a temporary name, then renamed)."""
-    rows: list[int] = []
-    frames = 0
-    for i, key in enumerate(keys):
-        if i in skipped:
-            continue
-        shard = shard_path(directory, key)
-        n = _shard_frames(shard, config.n_mels)
-        if n is None:  # damaged (e.g. by a crash of the machine): compute it again
-            log.warning("recomputing the damaged cache shard %s of %s", shard, paths[i])
-            _compute((str(paths[i]), config, str(shard), str(directory / "tmp")))
-            n = _shard_frames(shard, config.n_mels)
-            if n is None:
-                raise DataError(
-                    f"{paths[i]} changed or became unreadable while the cache was built; run again"
-                )
-        rows.append(i)
-        frames += n
+    """Concatenate the clips into ``final`` (written under a temporary name, then renamed), then
+    delete their shards: the finished cache holds them, so the disk keeps them once."""
+    source = _ClipSource(config, directory, assembled)
+    rows = [i for i in range(len(keys)) if i not in skipped]
+    frames = sum(source.frames_count(paths[i], keys[i]) for i in rows)
     needed, free = frames * config.n_mels * 2, shutil.disk_usage(directory).free
     if free < needed:
         space = OSError(
@@ -411,9 +466,11 @@ def _assemble(
         clips, offset = [], 0
         with (tmp / FEATURES_FILE).open("wb") as out:
             for i in tqdm(rows, desc="writing cache", unit="clip", leave=False):
-                feats = np.load(shard_path(directory, keys[i]), allow_pickle=False)
+                feats = source.frames(paths[i], keys[i])
                 out.write(feats.tobytes())
-                clips.append({"path": str(paths[i].resolve()), "offset": offset, "frames": len(feats)})
+                clips.append(
+                    {"path": str(paths[i].resolve()), "key": keys[i], "offset": offset, "frames": len(feats)}
+                )
                 offset += len(feats)
             out.flush()
             os.fsync(out.fileno())
@@ -430,6 +487,8 @@ def _assemble(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    for i in rows:
+        shard_path(directory, keys[i]).unlink(missing_ok=True)
 
 
 class FeatureCache:

@@ -123,14 +123,15 @@ def test_a_killed_build_keeps_finished_clips_and_a_rebuild_computes_only_the_res
     assert len(counting.files) == N_FILES - done  # every finished clip was reused
     assert same_features(rebuilt, reference)  # and the result is the uninterrupted build's
     assert list((config_dir(cache, LogMelConfig()) / "tmp").iterdir()) == []  # the child's leftovers
+    assert shards(cache) == []  # the finished cache holds every clip once
 
-    # one changed file recomputes one shard and gives a new cache; the other clips are untouched
+    # one changed file recomputes one clip and gives a new cache; the others come from the first one
     sf.write(audio[7], np.zeros(3000, dtype=np.float32), 22050)
     os.utime(audio[7], ns=(10**18, 10**18))
     counting.files.clear()
     changed = FeatureCache(build_cache(audio, LogMelConfig(), cache))
     assert counting.files == [audio[7].name]
-    assert changed.directory != rebuilt.directory and len(shards(cache)) == N_FILES + 1
+    assert changed.directory != rebuilt.directory and shards(cache) == []
     for row in (0, 6, 8, N_FILES - 1):
         assert np.array_equal(changed.frames(row), rebuilt.frames(row))
     assert np.all(np.asarray(changed.frames(7)) == np.float16(np.log10(1.1e-8)))
@@ -139,7 +140,7 @@ def test_a_killed_build_keeps_finished_clips_and_a_rebuild_computes_only_the_res
     counting.files.clear()
     other = build_cache(audio[:3], LogMelConfig(n_mels=64), cache)
     assert other.parent == config_dir(cache, LogMelConfig(n_mels=64)) != config_dir(cache, LogMelConfig())
-    assert len(counting.files) == 3 and len(shards(cache, LogMelConfig(n_mels=64))) == 3
+    assert len(counting.files) == 3 and shards(cache, LogMelConfig(n_mels=64)) == []
     assert json.loads((other.parent / "config.json").read_text())["n_mels"] == 64
 
 
@@ -156,15 +157,32 @@ def test_two_concurrent_builds_end_with_one_valid_cache(audio, reference, tmp_pa
 
 def test_a_damaged_shard_is_recomputed(audio, reference, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    first = build_cache(audio[:4], LogMelConfig(), cache)
-    (shard, *_) = shards(cache)
+    real = cache_mod._compute
+
+    def interrupted(job):
+        if len(shards(cache)) == 2:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(cache_mod, "_compute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(audio[:4], LogMelConfig(), cache)
+    monkeypatch.undo()
+    (shard, _) = shards(cache)
     shard.write_bytes(shard.read_bytes()[:100])  # as a crash of the machine could leave it
     counting = Counting(monkeypatch)
-    rebuilt = FeatureCache(build_cache(audio[:5], LogMelConfig(), cache))
-    assert len(counting.files) == 2  # the new clip and the damaged one
-    assert rebuilt.directory != first
-    expected = np.asarray(reference.frames(0)), np.asarray(reference.frames(4))
-    assert np.array_equal(rebuilt.frames(0), expected[0]) and np.array_equal(rebuilt.frames(4), expected[1])
+    rebuilt = FeatureCache(build_cache(audio[:4], LogMelConfig(), cache))
+    assert len(counting.files) == 3  # the two never finished and the damaged one
+    for row in range(4):
+        assert np.array_equal(rebuilt.frames(row), reference.frames(row))
+
+
+def test_the_disk_holds_each_clip_once_after_a_build(audio, tmp_path):
+    cache = tmp_path / "cache"
+    final = build_cache(audio, LogMelConfig(), cache)
+    on_disk = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    features = (final / FEATURES_FILE).stat().st_size
+    assert shards(cache) == [] and on_disk <= 1.1 * features
 
 
 def test_leftovers_of_dead_builds_are_removed_and_live_ones_kept(audio, tmp_path):
