@@ -57,7 +57,9 @@ def test_a_sigkilled_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path
         assert torch.equal(expected[key], got[key]), key
 
 
-def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data):
+# checked every step; at step 9 (every 5); only by the save at the end of epoch 1 (every 100)
+@pytest.mark.parametrize("every", [1, 5, 100])
+def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data, every):
     done = _fit(
         tmp_path / "run",
         tiny_data,
@@ -65,6 +67,8 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoin
         "--trainer.callbacks+=tests.helpers.PoisonAtStep",
         "--trainer.callbacks.step",
         "8",
+        "--model.init_args.finite_check_every_n_steps",
+        str(every),
     )
     assert done.returncode != 0
     assert "ser-ssl: error: the training loss became nan at step 8 (epoch 1)" in done.stderr

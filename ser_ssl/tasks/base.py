@@ -39,6 +39,10 @@ class BaseTask(L.LightningModule):
             processes and accumulated batches) over 256: ``linear`` (Goyal et al. 2017) or ``sqrt``
             (SimCLR's choice for large batches); ``none`` uses ``lr`` as given. Lets one config move
             between device counts without retuning.
+        finite_check_every_n_steps: how often a non-finite training loss is looked for. The check
+            reads a value back from the device, which makes the host wait for the GPU; between
+            checks a device-side flag records the first bad step, and every checkpoint save checks
+            first, so no checkpoint of non-finite weights is written.
     """
 
     def __init__(
@@ -52,8 +56,13 @@ class BaseTask(L.LightningModule):
         channels_last: bool = False,
         lr_scaling: Literal["none", "linear", "sqrt"] = "none",
         compile: bool = False,
+        finite_check_every_n_steps: int = 1,
     ) -> None:
         super().__init__()
+        if finite_check_every_n_steps < 1:
+            raise ConfigError(
+                f"finite_check_every_n_steps must be at least 1, got {finite_check_every_n_steps}"
+            )
         self.normalizer = Standardize(n_mels)
         self.optimizer_name = optimizer
         self.lr = lr
@@ -63,6 +72,8 @@ class BaseTask(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.lr_scaling = lr_scaling
         self.compile_encoder = compile
+        self.finite_check_every_n_steps = finite_check_every_n_steps
+        self._first_bad: tuple[torch.Tensor, torch.Tensor] | None = None  # (step, loss) on the device
 
     def setup(self, stage: str) -> None:
         """Take the normalisation statistics from the data module unless they came with the weights."""
@@ -127,20 +138,35 @@ class BaseTask(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def check_finite(self, loss: torch.Tensor) -> None:
-        """Stop with a clear message at the first non-finite loss of any process.
+        """Record the first non-finite loss on the device; every ``finite_check_every_n_steps``
+        steps, stop with a clear message if there was one (:meth:`stop_if_not_finite`)."""
+        loss = loss.detach().float()
+        if self._first_bad is None:
+            self._first_bad = (torch.full((), -1, device=loss.device), torch.zeros((), device=loss.device))
+        step, value = self._first_bad
+        first = ~torch.isfinite(loss) & (step < 0)
+        self._first_bad = (torch.where(first, self.global_step, step), torch.where(first, loss, value))
+        if (self.global_step + 1) % self.finite_check_every_n_steps == 0:
+            self.stop_if_not_finite()
+
+    def stop_if_not_finite(self) -> None:
+        """Stop with a clear message if any process has seen a non-finite loss.
 
         Every process takes the same decision (one all-reduce under DDP), so none is left waiting;
         the checkpoints written so far are kept, the last good one is ``last.ckpt``.
         """
-        bad = not bool(torch.isfinite(loss.detach()))
+        if self._first_bad is None:
+            return
+        step, value = (t.item() for t in self._first_bad)
+        bad = step >= 0
         if self._trainer is not None:
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
+            where = f"{value} at step {step}" if step >= 0 else "non-finite in another process"
             raise NonFiniteLossError(
-                f"the training loss became {loss.item()} at step {self.global_step} "
-                f"(epoch {self.current_epoch}); the last good checkpoint is kept. Lower "
-                "--model.init_args.lr, raise warmup_epochs, or check the data (see the skipped-file "
-                "warnings); resume with --ckpt_path last"
+                f"the training loss became {where} (epoch {self.current_epoch}); the last good checkpoint "
+                "is kept. Lower --model.init_args.lr, raise warmup_epochs, or check the data (see the "
+                "skipped-file warnings); resume with --ckpt_path last"
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -148,8 +174,10 @@ class BaseTask(L.LightningModule):
         the state of torch's RNG, so a resumed run draws what an uninterrupted one would.
 
         Modules given as ``class_path`` configs (the CLI's way) are plain data and stay; modules
-        built in Python are objects and are left out.
+        built in Python are objects and are left out. A non-finite loss since the last check stops
+        the run here, before the checkpoint is written.
         """
+        self.stop_if_not_finite()
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
             if checkpoint.get(key):
                 checkpoint[key] = {k: _plain(v) for k, v in checkpoint[key].items() if _is_plain(_plain(v))}
