@@ -32,14 +32,15 @@ class PoisonAtStep(L.Callback):
 
 
 class RecordSampledClips(L.Callback):
-    """Writes ``<default_root_dir>/sampled_rank<R>.json``: per epoch, the dataset positions this
-    rank's training sampler hands out (as the DataLoader iterates them in that epoch)."""
+    """Writes ``<default_root_dir>/sampled_rank<R>.json``: per epoch, the cache rows of the clips this
+    rank's training loader hands out, in its order for that epoch."""
 
     def __init__(self) -> None:
         self.epochs: list[list[int]] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
-        self.epochs.append([int(i) for i in trainer.train_dataloader.sampler])
+        loader = trainer.train_dataloader
+        self.epochs.append([int(loader.dataset.rows[i]) for i in loader.sampler])
 
     def on_train_end(self, trainer: L.Trainer, *args) -> None:
         out = Path(trainer.default_root_dir) / f"sampled_rank{trainer.global_rank}.json"

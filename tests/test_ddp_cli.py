@@ -45,9 +45,10 @@ def test_two_process_pretraining_finishes_with_one_cache_and_one_checkpoint_fold
     (metrics,) = root.rglob("metrics.csv")
     losses = [float(r["train/loss"]) for r in csv.DictReader(metrics.open()) if r.get("train/loss")]
     assert losses and all(math.isfinite(x) for x in losses)
-    # each rank samples its own share of the clips, another share every epoch
+    # each rank samples its own fixed share of the clips, reshuffled every epoch
     ranks = [json.loads((root / f"sampled_rank{r}.json").read_text()) for r in (0, 1)]
     for epoch in range(2):
         zero, one = (set(rank[epoch]) for rank in ranks)
         assert len(zero) == len(one) == 24 and not zero & one  # 48 training clips
-    assert ranks[0][0] != ranks[0][1]
+        assert zero == set(ranks[0][0]) and one == set(ranks[1][0])
+    assert ranks[0][0] != ranks[0][1] and ranks[1][0] != ranks[1][1]

@@ -17,7 +17,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.data.cache import FeatureCache, build_cache
@@ -179,6 +179,22 @@ class AudioDataModule(L.LightningDataModule):
     def rank(self) -> int:
         return self.trainer.global_rank if self.trainer is not None else 0
 
+    @property
+    def world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    def rank_share(self, idx: list[int]) -> list[int]:
+        """This process's share of the training clips ``idx``: all of them in one process; under DDP
+        a fixed, disjoint share dealt from one seeded permutation (the same in every process), equal
+        in size so every process runs the same number of steps (the remainder of ``len(idx)`` over
+        the process count is left out). A process reads, and with ``device_cache`` uploads, only
+        its share; backgrounds come from it too. Its order is reshuffled every epoch."""
+        world = self.world_size
+        if world == 1:
+            return idx
+        order = np.random.default_rng(0).permutation(len(idx))[: len(idx) // world * world]
+        return [idx[j] for j in sorted(order[self.rank :: world])]
+
     def predict_dataloader(self) -> DataLoader:
         """Every usable clip of ``predict_split`` as windows with hop = patch length (the last one ends
         at the clip's end), in batches of ``batch_size`` clips with ``index`` (the
@@ -204,12 +220,13 @@ class AudioDataModule(L.LightningDataModule):
         labels = [self.clips[i].labels for i in idx]
         return [index.get(lb[0], -1) if len(lb) == 1 else -1 for lb in labels]
 
-    def _loader(self, dataset, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, dataset, shuffle: bool, batch_size: int, sampler=None) -> DataLoader:
         """The dataset draws and gathers each batch at once (``__getitems__``), so no collation."""
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
             drop_last=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -242,8 +259,14 @@ class AudioDataModule(L.LightningDataModule):
         return False
 
     def _train_loader(self, dataset: CacheDataset) -> DataLoader:
+        """Shuffled batches of the dataset. Under DDP the dataset already holds this process's share
+        (:meth:`rank_share`): a one-replica ``DistributedSampler`` reshuffles it every epoch, and
+        Lightning, seeing a distributed sampler, does not split it again."""
         self.train_set, self._device_source = dataset, None
-        return self._loader(dataset, shuffle=True, batch_size=self.batch_size)
+        sampler = None
+        if self.world_size > 1:
+            sampler = DistributedSampler(dataset, num_replicas=1, rank=0, seed=torch.initial_seed() % 2**31)
+        return self._loader(dataset, shuffle=True, batch_size=self.batch_size, sampler=sampler)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         """Moves the batch; a batch of draws (``device_cache``) then has its patches cut on ``device``
@@ -257,9 +280,11 @@ class AudioDataModule(L.LightningDataModule):
         return self.train_set.assemble(batch, source)
 
     def _check_batch(self, n: int, what: str) -> None:
+        """``n``: the clips of this process (its share under DDP)."""
         if n < self.batch_size:
+            each = f" per process ({self.world_size} processes)" if self.world_size > 1 else ""
             raise DataError(
-                f"the {what} set has {n} usable clips, fewer than one batch of {self.batch_size} "
+                f"the {what} set has {n} usable clips{each}, fewer than one batch of {self.batch_size} "
                 "(incomplete batches are dropped); lower --data.batch_size"
             )
 
@@ -316,7 +341,7 @@ class SSLDataModule(AudioDataModule):
         return loader(bank), loader(query)
 
     def train_dataloader(self) -> DataLoader:
-        idx = self.split_indices(self.train_split)
+        idx = self.rank_share(self.split_indices(self.train_split))
         self._check_batch(len(idx), "pretraining")
         rows = [self.rows[i] for i in idx]
         ds = TwoViewDataset(
@@ -497,7 +522,7 @@ class LabeledDataModule(AudioDataModule):
         return rows, np.array([index[self.clips[i].label] for i in idx], dtype=np.int64)
 
     def train_dataloader(self) -> DataLoader:
-        idx = self.train_idx
+        idx = self.rank_share(self.train_idx)
         what = "training" if self.label_fraction >= 1 else f"training (label_fraction {self.label_fraction})"
         self._check_batch(len(idx), what)
         rows, targets = self._targets(idx)

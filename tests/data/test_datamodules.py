@@ -243,3 +243,19 @@ def test_device_cache_auto_falls_back_to_the_memmap_when_features_do_not_fit(tin
     assert "draws" in next(iter(dm.train_dataloader()))
     with pytest.raises(ConfigError, match="device_cache_share"):
         SSLDataModule(device_cache_share=0.0)
+
+
+def test_ddp_shares_are_fixed_disjoint_and_equal(tiny_data, cache_dir):
+    from types import SimpleNamespace
+
+    dm = SSLDataModule(manifest=str(tiny_data), cache_dir=str(cache_dir), num_workers=0)
+    idx = list(range(100, 150))
+    shares = []
+    for rank in range(3):
+        dm.trainer = SimpleNamespace(world_size=3, global_rank=rank)
+        shares.append(dm.rank_share(idx))
+        assert dm.rank_share(idx) == shares[-1]  # fixed
+    assert [len(s) for s in shares] == [16, 16, 16]  # 50 // 3 each, two clips left out
+    assert len(set().union(*shares)) == 48 and set().union(*shares) <= set(idx)
+    dm.trainer = None
+    assert dm.rank_share(idx) == idx
