@@ -63,7 +63,7 @@ class HEARModel(nn.Module):
             )
         mel = self.logmel(audio.float())  # [n, n_mels, frames]
         n_frames = mel.shape[-1]
-        if n_frames < self.patch_frames:  # tiled along time, like the training data (views.tile_to)
+        if n_frames < self.patch_frames:  # tiled along time, like the training patches
             mel = mel.repeat(1, 1, -(-self.patch_frames // n_frames))[..., : self.patch_frames]
         starts = window_starts(n_frames, self.patch_frames, self.patch_frames)
         x = torch.stack([mel[..., s : s + self.patch_frames] for s in starts], dim=1)

@@ -74,6 +74,13 @@ def quiet_trainer(**kwargs) -> L.Trainer:
     return L.Trainer(**{**quiet, "enable_model_summary": False, **kwargs})
 
 
+def tile_to(frames: np.ndarray, length: int) -> np.ndarray:
+    """Reference tiling: repeat a clip's ``[T, M]`` frames along time to at least ``length`` frames."""
+    if len(frames) >= length:
+        return frames
+    return np.tile(frames, (-(-length // len(frames)), 1))[:length]
+
+
 def make_cache(directory: Path, lengths: list[int], n_mels: int = 8) -> FeatureCache:
     """A hand-made cache whose frame ``t`` of clip ``i`` holds ``100 * i + t`` in every band
     (exact in float16 for up to 16 clips of under 100 frames)."""

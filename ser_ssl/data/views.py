@@ -24,13 +24,6 @@ from ser_ssl.data.cache import FeatureCache
 from ser_ssl.errors import DataError
 
 
-def tile_to(frames: np.ndarray, length: int) -> np.ndarray:
-    """Repeat a clip's ``[T, M]`` frames along time until it holds at least ``length`` frames."""
-    if len(frames) >= length:
-        return frames
-    return np.tile(frames, (-(-length // len(frames)), 1))[:length]
-
-
 def window_starts(n_frames: int, length: int, hop: int) -> list[int]:
     """Starts of sliding windows that cover the whole clip; the last one ends at the clip's end."""
     if n_frames <= length:
@@ -103,7 +96,7 @@ class PatchSource:
     def gather(self, rows: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
         """Patches ``[N, 1, n_mels, length]`` (float32) of cache ``rows`` from frames ``starts``: one
         index computation, one gather and one conversion. A clip shorter than a patch wraps around
-        to its first frame (the tiling of :func:`tile_to`); a valid start keeps longer clips from
+        to its first frame, i.e. it is tiled along time; a valid start keeps longer clips from
         reaching their end, so the modulo leaves them alone."""
         rows, starts = rows.to(self.device).reshape(-1), starts.to(self.device).reshape(-1)
         steps = torch.arange(length, device=self.device)

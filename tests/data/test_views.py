@@ -15,11 +15,10 @@ from ser_ssl.data.views import (
     nth_window_starts,
     other_positions,
     random_starts,
-    tile_to,
     window_counts,
     window_starts,
 )
-from tests.conftest import make_cache
+from tests.conftest import make_cache, tile_to
 
 LENGTHS = [60, 80, 5, 90, 20, 1, 33]
 

@@ -13,10 +13,10 @@ import yaml
 
 from ser_ssl.audio import LogMel, LogMelConfig, Standardize, load_audio
 from ser_ssl.cli import cli_main
-from ser_ssl.data.views import tile_to, window_starts
+from ser_ssl.data.views import window_starts
 from ser_ssl.tasks import load_pretrained
 from ser_ssl.tasks.embed import frame_layout
-from tests.conftest import tiny_args
+from tests.conftest import tile_to, tiny_args
 
 PATCH = 101
 
