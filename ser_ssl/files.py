@@ -1,10 +1,21 @@
-"""Small file helpers shared by the data generator and the results runner."""
+"""Small file helpers shared by the data pipeline, the data generator and the results runner."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+
+def resolved(path: str | Path) -> str:
+    """A file's absolute path with its symlinks resolved: the name the cache and the data modules
+    know a clip by. A symlink loop, which ``Path.resolve`` raises on, keeps its unresolved absolute
+    path (the file is then skipped as unreadable, not a crash)."""
+    path = Path(path)
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return str(path.absolute())
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -26,6 +26,29 @@ class LogMelConfig:
     f_max: float = 10500.0
     log_offset: float = 1.1e-8
 
+    def __post_init__(self) -> None:
+        """Refuse settings that cannot give a finite, meaningful log-mel, before any audio is read."""
+        nyquist = self.sample_rate / 2
+        checks = [
+            (self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}"),
+            (self.n_fft > 0, f"n_fft must be positive, got {self.n_fft}"),
+            (
+                0 < self.win_length <= self.n_fft,
+                f"win_length must be in 1..n_fft ({self.n_fft}), got {self.win_length}",
+            ),
+            (self.hop_length > 0, f"hop_length must be positive, got {self.hop_length}"),
+            (self.n_mels > 0, f"n_mels must be positive, got {self.n_mels}"),
+            (
+                0 <= self.f_min < self.f_max <= nyquist,
+                f"need 0 <= f_min < f_max <= sample_rate / 2 ({nyquist:g} Hz), got f_min {self.f_min:g} "
+                f"and f_max {self.f_max:g}",
+            ),
+            (self.log_offset > 0, f"log_offset must be positive (log10 of 0 is -inf), got {self.log_offset}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"data.init_args.features: {message}")
+
     def key(self) -> str:
         """A short stable hash of the settings."""
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]

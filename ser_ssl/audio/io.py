@@ -7,6 +7,7 @@ it with a reason and count the skips per kind; ``docs/robustness.md`` has the wh
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def read_audio(path: str | Path) -> DecodedAudio:
     if not Path(path).is_file():
         raise AudioError(f"{path}: file not found", "missing")
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(os.fsencode(path))  # bytes: a file name need not be valid UTF-8
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         raise AudioError(f"{path}: cannot decode as audio ({err})", "unreadable") from err
     parts: list[np.ndarray] = []

@@ -51,6 +51,7 @@ from tqdm import tqdm
 from ser_ssl.audio import LogMel, LogMelConfig
 from ser_ssl.audio.io import AudioError, read_audio
 from ser_ssl.errors import DataError, MissingFileError
+from ser_ssl.files import resolved
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,19 @@ def clip_key(path: str | Path) -> str | None:
         return None
     if not path.is_file():
         return None
-    return hashlib.sha1(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    # os.fsencode: a file name that is not valid UTF-8 hashes by its bytes
+    return hashlib.sha1(os.fsencode(f"{resolved(path)}\0{st.st_size}\0{st.st_mtime_ns}")).hexdigest()[:20]
+
+
+def _not_a_file(path: Path) -> tuple[str, str]:
+    """``(kind, message)`` for a path that :func:`clip_key` found no file at."""
+    try:
+        path.stat()
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return "missing", f"{path}: file not found"
+        return "unreadable", f"{path}: {err.strerror or err}"  # e.g. a symlink loop
+    return "unreadable", f"{path}: not a regular file"
 
 
 def shard_path(directory: Path, key: str) -> Path:
@@ -96,7 +109,7 @@ def cache_key(paths: Sequence[Path], config: LogMelConfig, keys: Sequence[str | 
     keys = [clip_key(p) for p in paths] if keys is None else keys
     h = hashlib.sha1(config.key().encode())
     for p, k in zip(paths, keys, strict=True):
-        h.update(f"{k or 'missing:' + str(Path(p).resolve())}\n".encode())
+        h.update(os.fsencode(f"{k or 'missing:' + resolved(p)}\n"))
     return h.hexdigest()[:16]
 
 
@@ -107,10 +120,12 @@ def _compute(job: tuple[str, LogMelConfig, str, str]) -> tuple[int | None, str, 
     path, config, shard, tmp_dir = job
     try:
         decoded = read_audio(path)
+        with torch.inference_mode(), one_thread():
+            feats = _features(decoded.waveform(config.sample_rate), config)
     except AudioError as err:
         return None, err.kind, str(err)
-    with torch.inference_mode(), one_thread():
-        feats = _features(decoded.waveform(config.sample_rate), config)
+    except Exception as err:  # one file's failure (out of memory, a decoder bug) skips that file only
+        return None, "unreadable", f"{path}: cannot compute its log-mel ({type(err).__name__}: {err})"
     if not np.isfinite(feats).all():
         return None, "non-finite", f"{path}: its log-mel is not finite (sample values too large for float32)"
     _save_shard(feats, Path(shard), Path(tmp_dir))
@@ -298,7 +313,7 @@ def _build(
     problems: dict[int, tuple[str, str]] = {}  # position -> (kind, message), skipped or used in part
     for i, (p, k) in enumerate(zip(paths, keys, strict=True)):
         if k is None:
-            problems[i] = ("missing", f"{p}: file not found")
+            problems[i] = _not_a_file(p)
             log.warning("skipping %s", problems[i][1])
     assembled = _assembled_clips(directory)
     todo = [
@@ -469,7 +484,7 @@ def _assemble(
                 feats = source.frames(paths[i], keys[i])
                 out.write(feats.tobytes())
                 clips.append(
-                    {"path": str(paths[i].resolve()), "key": keys[i], "offset": offset, "frames": len(feats)}
+                    {"path": resolved(paths[i]), "key": keys[i], "offset": offset, "frames": len(feats)}
                 )
                 offset += len(feats)
             out.flush()

@@ -33,6 +33,7 @@ from ser_ssl.data.views import (
     as_batch,
 )
 from ser_ssl.errors import ConfigError, DataError
+from ser_ssl.files import resolved
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class AudioDataModule(L.LightningDataModule):
         row_of = self.cache.row_of()
         self.clips, self.rows = [], []
         for clip in clips:
-            row = row_of.get(str(clip.path.resolve()))
+            row = row_of.get(resolved(clip.path))
             if row is not None:  # unusable files were skipped, with a warning, by the cache build
                 self.clips.append(clip)
                 self.rows.append(row)

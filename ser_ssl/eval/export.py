@@ -38,6 +38,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ser_ssl.data.manifest import Clip
 from ser_ssl.errors import DataError
+from ser_ssl.files import resolved
 
 EMBEDDINGS_FILE = "embeddings.npz"
 FRAMES_FILE = "frames.npz"
@@ -149,7 +150,7 @@ class EmbeddingWriter(BasePredictionWriter):
         filenames = np.array([_relative(c.path, root) for c in clips], dtype=str)
         labels = np.array([";".join(c.labels) for c in clips], dtype=str)
         splits = np.array([c.split for c in clips], dtype=str)
-        paths = np.array([str(c.path.resolve()) for c in clips], dtype=str)
+        paths = np.array([resolved(c.path) for c in clips], dtype=str)
         _save_npz(
             out / EMBEDDINGS_FILE,
             embeddings=embeddings,

@@ -139,7 +139,7 @@ UNUSABLE = {
     "inf.wav": "non-finite",
     "huge.wav": "non-finite",
     "missing.wav": "missing",
-    "a folder.wav": "missing",
+    "a folder.wav": "unreadable",  # "not a regular file"
 }
 
 
@@ -209,7 +209,7 @@ def test_unusable_file_is_skipped_with_one_warning(zoo, name):
 def test_skips_are_summed_up_by_reason(zoo):
     (summary,) = [w for w in zoo["warnings"] if w.startswith("skipped")]
     total = len(USABLE) + len(UNUSABLE)
-    assert summary == f"skipped 12 of {total} files: 5 unreadable, 3 non-finite, 2 empty, 2 missing"
+    assert summary == f"skipped 12 of {total} files: 6 unreadable, 3 non-finite, 2 empty, 1 missing"
 
 
 @pytest.mark.parametrize(
