@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from ser_ssl.errors import MissingFileError, UserError
+from ser_ssl.errors import ConfigError, MissingFileError, UserError
 from ser_ssl.precision import choose_precision, detect
 
 
@@ -112,6 +112,25 @@ class SERCLI(LightningCLI):
                 "or pass --ckpt_path"
             )
         return str(last)
+
+    def fit(
+        self,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule,
+        ckpt_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Train; refuse to start afresh over a run folder that holds a checkpoint, whose
+        ``last.ckpt`` the first save would overwrite (a SLURM requeue, which Lightning resumes from
+        its own checkpoint, is let through)."""
+        last = Path(self.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+        root = Path(self.trainer.default_root_dir)
+        if ckpt_path is None and last.is_file() and not list(root.glob("hpc_ckpt_*.ckpt")):
+            raise ConfigError(
+                f"{root} already holds a trained run ({last}); resume it with --ckpt_path last, or start "
+                "a new one with another --trainer.default_root_dir (or delete that folder)"
+            )
+        self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
 
     def test(
         self,

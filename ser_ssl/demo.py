@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from ser_ssl.cli import cli_main
 
 
 def run(configs: Path, root: Path, extra: list[str]) -> dict[str, dict[str, float]]:
-    """Pretrain, then fit and test a probe on each encoder; returns the test metrics per encoder."""
+    """Pretrain, then fit and test a probe on each encoder; returns the test metrics per encoder.
+    Each call starts afresh: the run folders of an earlier demo under ``root`` are removed first
+    (``ser-ssl fit`` itself refuses to start over a folder that holds a checkpoint)."""
+    for name in ("pretrain", "probe-ssl", "probe-random"):
+        if (root / name).exists():
+            print(f"demo: removing the earlier demo run {root / name}")
+            shutil.rmtree(root / name)
     timings = {}
     start = time.time()
     cli_main(
