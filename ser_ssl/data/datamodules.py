@@ -166,11 +166,25 @@ class AudioDataModule(L.LightningDataModule):
             if row is not None:  # unusable files were skipped, with a warning, by the cache build
                 self.clips.append(clip)
                 self.rows.append(row)
+        unread = Counter(c.split for c in self.clips if c.split not in self.known_splits())
+        if unread:
+            log.warning(
+                "%s: %d clips are in splits %s that this task does not read (it reads %s); fix their "
+                "split names, or name them with --data.init_args.train_split/val_split/test_split",
+                self.data_source.describe(),
+                sum(unread.values()),
+                sorted(unread),
+                sorted(self.known_splits()),
+            )
         train = self.split_indices(self.train_split)
         if not train:
             raise DataError(f"{self.data_source.describe()}: no usable clip in split '{self.train_split}'")
         mean, std = self.cache.band_stats([self.rows[i] for i in train])
         self.norm_mean, self.norm_std = torch.from_numpy(mean), torch.from_numpy(std)
+
+    def known_splits(self) -> set[str]:
+        """Split names a clip may have without a warning: the usual three and the ones configured."""
+        return {"train", "val", "test", self.train_split}
 
     def split_indices(self, split: str) -> list[int]:
         """Positions in ``self.clips`` of the usable clips of one split."""
@@ -311,6 +325,9 @@ class SSLDataModule(AudioDataModule):
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         self.classes = self.single_labels(self.split_indices(self.train_split))
+
+    def known_splits(self) -> set[str]:
+        return super().known_splits() | set(self.knn_splits or ())
 
     @property
     def num_classes(self) -> int:
@@ -492,6 +509,9 @@ class LabeledDataModule(AudioDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def known_splits(self) -> set[str]:
+        return super().known_splits() | {self.val_split, self.test_split}
 
     def _targets(self, idx: list[int], split: str = "", warn: bool = False) -> tuple[list[int], np.ndarray]:
         """Cache rows and targets of the clips ``idx``: class indices, or multi-hot ``[len(idx), C]``."""

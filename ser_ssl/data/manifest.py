@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ser_ssl.errors import DataError, MissingFileError
+from ser_ssl.files import resolved
+
+log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("filename", "label")
 _LABEL_SEPARATORS = re.compile(r"[;,]")
@@ -67,18 +71,52 @@ def check_groups(clips: Iterable[Clip], where: str) -> None:
             )
 
 
+def check_duplicates(clips: list[Clip], where: str) -> list[Clip]:
+    """The clips with each file once: a file listed again in the same split is dropped with one
+    warning; a file in two splits (also under two spellings of its path) raises :class:`DataError`,
+    since it would be tested on what it was trained on."""
+    first: dict[str, Clip] = {}
+    kept, repeated = [], 0
+    for clip in clips:
+        seen = first.setdefault(resolved(clip.path), clip)
+        if seen is clip:
+            kept.append(clip)
+        elif seen.split != clip.split:
+            raise DataError(
+                f"{where}: {clip.path} is listed in two splits ('{seen.split}' as {seen.path}, "
+                f"'{clip.split}' as {clip.path}); a clip must be in one split only"
+            )
+        else:
+            repeated += 1
+    if repeated:
+        log.warning("%s: %d files are listed more than once; each is used once", where, repeated)
+    return kept
+
+
 def read_manifest(path: str | Path, default_split: str = "train") -> list[Clip]:
     """Read a ``filename,label[,split,group,fold]`` CSV; file names are relative to the CSV's folder.
 
     A ``label`` cell may hold several labels separated by ``,`` (quote the cell) or ``;``; an empty
-    cell marks an unlabelled clip. Without a ``group`` every file is its own group.
+    cell marks an unlabelled clip. Without a ``group`` every file is its own group. The file is
+    UTF-8, with or without the byte-order mark spreadsheet programs write; split names lose
+    surrounding spaces.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(
             f"manifest {path} does not exist; check --data.init_args.manifest (or the source's path)"
         )
-    with path.open(newline="", encoding="utf-8") as f:
+    try:
+        return _read_manifest(path, default_split)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"manifest {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet program)"
+        ) from err
+
+
+def _read_manifest(path: Path, default_split: str) -> list[Clip]:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -95,7 +133,7 @@ def read_manifest(path: str | Path, default_split: str = "train") -> list[Clip]:
                 Clip(
                     path=path.parent / row["filename"],
                     labels=parse_labels(row["label"]),
-                    split=row.get("split") or default_split,
+                    split=(row.get("split") or "").strip() or default_split,
                     group=row.get("group") or row["filename"],
                     fold=int(fold) if fold else None,
                 )

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ser_ssl.data.manifest import Clip, check_groups, parse_labels, read_manifest
+from ser_ssl.data.manifest import Clip, check_duplicates, check_groups, parse_labels, read_manifest
 from ser_ssl.errors import ConfigError, DataError, MissingFileError
 
 __all__ = [
@@ -72,6 +72,7 @@ class DataSource(ABC):
         clips = self.load()
         if not clips:
             raise DataError(f"{self.describe()} holds no clips")
+        clips = check_duplicates(clips, self.describe())
         check_groups(clips, self.describe())
         return clips
 
