@@ -395,6 +395,14 @@ def _summarise(problems: dict[int, tuple[str, str]], total: int) -> None:
         log.warning("used %d of %d files only in part (truncated or corrupt)", partial, total)
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _assembled_clips(directory: Path) -> dict[str, tuple[Path, int, int]]:
     """Clip key -> ``(features file, offset, frames)`` in the finished caches of a configuration
     directory: a clip already assembled once is read from there, not computed again."""
@@ -494,12 +502,17 @@ def _assemble(
             for i, (kind, message) in sorted(skipped.items())
         ]
         index = {"config": asdict(config), "n_mels": config.n_mels, "clips": clips, "skipped": skips}
-        (tmp / INDEX_FILE).write_text(json.dumps(index))
+        with (tmp / INDEX_FILE).open("w") as out:
+            out.write(json.dumps(index))
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_dir(tmp)  # the folder's entries too, so a power loss cannot leave an empty index
         try:
             os.rename(tmp, final)
         except OSError:
             if not (final / INDEX_FILE).is_file():  # not a lost race with another builder
                 raise
+        _fsync_dir(directory)  # and the rename itself
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for i in rows:

@@ -283,3 +283,18 @@ def test_an_unwritable_cache_directory_is_a_clear_error(audio, tmp_path, monkeyp
     monkeypatch.setattr(cache_mod, "_save_shard", denied)
     with pytest.raises(DataError, match=f"cannot write the feature cache in {tmp_path}.*cache_dir"):
         build_cache(audio[:2], LogMelConfig(), tmp_path)
+
+
+def test_the_index_and_the_rename_reach_the_disk_before_the_cache_is_used(audio, tmp_path, monkeypatch):
+    synced, real = [], os.fsync
+
+    def record(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(cache_mod.os, "fsync", record)
+    final = build_cache(audio[:2], LogMelConfig(), tmp_path / "cache")
+    names = [Path(p).name for p in synced]
+    assert names[:2] == [FEATURES_FILE, INDEX_FILE]  # both files, in the temporary folder
+    assert Path(synced[0]).parent == Path(synced[2]) and ".tmp-" in synced[2]  # that folder's entries
+    assert synced[3] == str(final.parent)  # the configuration folder, after the rename
