@@ -52,3 +52,17 @@ def test_two_process_pretraining_finishes_with_one_cache_and_one_checkpoint_fold
         assert len(zero) == len(one) == 24 and not zero & one  # 48 training clips
         assert zero == set(ranks[0][0]) and one == set(ranks[1][0])
     assert ranks[0][0] != ranks[0][1] and ranks[1][0] != ranks[1][1]
+
+
+def test_too_few_clips_per_process_is_one_line_of_error_not_a_silent_exit(tmp_path, tiny_data):
+    root = tmp_path / "run"
+    args = tiny_args("pretrain", root, tiny_data, tmp_path / "cache") + SMALL_ENCODER
+    args[2:2] = ["--config", "configs/ddp.yaml"]
+    args[args.index("--data.init_args.batch_size") + 1] = "32"  # 48 clips: 24 per process
+    args += ["--trainer.accelerator", "cpu", "--trainer.devices", "2"]
+    done = subprocess.run(
+        [*LAUNCHERS["lightning"], "fit", *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    assert "has 24 usable clips per process (2 processes), fewer than one batch of 32" in done.stderr
+    assert not (root / "checkpoints" / "last.ckpt").exists()
