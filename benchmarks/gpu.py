@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader
 
 from benchmarks.common import write_fake_cache
@@ -85,15 +86,7 @@ def loader_batches(dataset: TwoViewDataset, batch: int, source: PatchSource, dev
             dataset, batch, shuffle=True, drop_last=True, num_workers=workers, collate_fn=as_batch
         )
         for draws in loader:
-            moved = {
-                k: (
-                    {a: b.to(device, non_blocking=True) for a, b in v.items()}
-                    if k == "draws"
-                    else v.to(device)
-                )
-                for k, v in draws.items()
-            }
-            yield dataset.assemble(moved, source)
+            yield dataset.assemble(move_data_to_device(draws, device), source)
 
 
 def same_batch(batch):
