@@ -10,6 +10,7 @@ import torch
 import torchaudio
 from torch import nn
 
+from ser_ssl.audio.io import RESAMPLER
 from ser_ssl.errors import ConfigError
 
 
@@ -51,7 +52,9 @@ class LogMelConfig:
 
     def key(self) -> str:
         """A short stable hash of the settings."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        # the resampler too: a new one gives other features for the same settings, so a new cache dir
+        settings = {**asdict(self), "resampler": RESAMPLER}
+        return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class LogMel(nn.Module):

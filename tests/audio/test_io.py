@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +145,62 @@ def test_a_missing_file_is_its_own_kind(tmp_path):
     (tmp_path / "folder.wav").mkdir()
     with pytest.raises(AudioError, match="file not found"):
         read_audio(tmp_path / "folder.wav")
+
+
+def tone(rate: int, freq: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def peak_hz(wav: torch.Tensor, rate: int) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(wav.numpy()))) * rate / wav.numel())
+
+
+# One second at an odd rate through load_audio in a fresh process; prints the peak RSS (KiB on Linux)
+# before and after, and the decoded length and peak frequency.
+_ODD_RATE_LOAD = """
+import resource, sys
+import numpy as np
+from ser_ssl.audio.io import load_audio
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+wav = load_audio(sys.argv[1], 16000)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before, after, wav.numel(), np.argmax(np.abs(np.fft.rfft(wav.numpy()))) * 16000 / wav.numel())
+"""
+
+
+def test_an_odd_rate_resamples_in_little_memory(tmp_path):
+    # torchaudio's kernel grows with 44101 / gcd(44101, 16000) = 44101: it took 11 GiB for this second
+    rate, freq = 44101, 1000.0
+    x = tone(rate, freq)
+    sf.write(tmp_path / "odd.wav", x, rate, subtype="FLOAT")
+    run = subprocess.run(
+        [sys.executable, "-c", _ODD_RATE_LOAD, str(tmp_path / "odd.wav")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    before, after, n, peak = run.stdout.split()
+    assert abs(int(n) - round(len(x) * 16000 / rate)) <= 1
+    assert abs(float(peak) - freq) <= 1.0  # 1 Hz bins
+    assert (int(after) - int(before)) / 1024 < 200, f"peak RSS grew {(int(after) - int(before)) // 1024} MiB"
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+def test_common_rates_keep_a_tones_frequency_and_the_length(tmp_path, rate):
+    x = tone(rate, 1000.0, 0.5)
+    sf.write(tmp_path / "t.wav", x, rate, subtype="FLOAT")
+    wav = load_audio(tmp_path / "t.wav", 16000)
+    assert wav.dtype == torch.float32 and wav.ndim == 1 and wav.is_contiguous()
+    assert abs(wav.numel() - round(len(x) * 16000 / rate)) <= 1
+    assert abs(peak_hz(wav, 16000) - 1000.0) <= 2.0  # 2 Hz bins
+    assert abs(wav[500:-500].abs().max().item() - 0.5) < 0.02  # and its level
+
+
+def test_audio_at_the_target_rate_is_returned_unchanged(tmp_path):
+    x = noise(5000)[:, 0]
+    sf.write(tmp_path / "same.wav", x, 16000, subtype="FLOAT")
+    wav = load_audio(tmp_path / "same.wav", 16000)
+    assert wav.dtype == torch.float32
+    np.testing.assert_array_equal(wav.numpy(), x)  # bit for bit: not resampled
