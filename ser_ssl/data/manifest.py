@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,6 @@ from ser_ssl.files import resolved
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("filename", "label")
-_LABEL_SEPARATORS = re.compile(r"[;,]")
 
 
 @dataclass(frozen=True)
@@ -52,11 +50,13 @@ class Clip:
         return self.labels[0] if self.labels else None
 
 
-def parse_labels(cell: str | None) -> tuple[str, ...]:
-    """Labels of one manifest cell: separated by ``,`` (quoted in CSV) or ``;``; empty = unlabelled."""
+def parse_labels(cell: str | None, separator: str) -> tuple[str, ...]:
+    """Labels of one cell, split on ``separator`` only: each data set names its own (FSD50K uses
+    ``,``, manifests ``;``), so that a label such as ``Dog, barking`` can stay whole. An empty cell
+    is unlabelled."""
     if not cell:
         return ()
-    return tuple(dict.fromkeys(s.strip() for s in _LABEL_SEPARATORS.split(cell) if s.strip()))
+    return tuple(dict.fromkeys(s.strip() for s in cell.split(separator) if s.strip()))
 
 
 def check_groups(clips: Iterable[Clip], where: str) -> None:
@@ -93,13 +93,15 @@ def check_duplicates(clips: list[Clip], where: str) -> list[Clip]:
     return kept
 
 
-def read_manifest(path: str | Path, default_split: str = "train") -> list[Clip]:
+def read_manifest(path: str | Path, default_split: str = "train", label_separator: str = ";") -> list[Clip]:
     """Read a ``filename,label[,split,group,fold]`` CSV; file names are relative to the CSV's folder.
 
-    A ``label`` cell may hold several labels separated by ``,`` (quote the cell) or ``;``; an empty
-    cell marks an unlabelled clip. Without a ``group`` every file is its own group. The file is
-    UTF-8, with or without the byte-order mark spreadsheet programs write; split names lose
-    surrounding spaces.
+    A ``label`` cell may hold several labels separated by ``label_separator`` (only by it, so that
+    a quoted ``"Dog, barking"`` stays one label); an empty cell marks an unlabelled clip. Without
+    a ``split`` column every clip is in ``default_split``; with one, rows whose split is empty are
+    left out with a warning, since guessing would put clips meant for testing into training.
+    Without a ``group`` every file is its own group. The file is UTF-8, with or without the
+    byte-order mark spreadsheet programs write; split names lose surrounding spaces.
     """
     path = Path(path)
     if not path.is_file():
@@ -107,7 +109,7 @@ def read_manifest(path: str | Path, default_split: str = "train") -> list[Clip]:
             f"manifest {path} does not exist; check --data.init_args.manifest (or the source's path)"
         )
     try:
-        return _read_manifest(path, default_split)
+        return _read_manifest(path, default_split, label_separator)
     except UnicodeDecodeError as err:
         raise DataError(
             f"manifest {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
@@ -115,29 +117,57 @@ def read_manifest(path: str | Path, default_split: str = "train") -> list[Clip]:
         ) from err
 
 
-def _read_manifest(path: Path, default_split: str) -> list[Clip]:
+def _read_manifest(path: Path, default_split: str, label_separator: str) -> list[Clip]:
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        columns = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
             raise DataError(
                 f"manifest {path} lacks the column(s) {missing}; expected a header "
                 "'filename,label' with optional 'split', 'group' and 'fold'"
             )
-        clips = []
+        clips, no_split, with_comma = [], [], []
         for line, row in enumerate(reader, start=2):
             fold = (row.get("fold") or "").strip()
             if fold and not fold.lstrip("-").isdigit():
                 raise DataError(f"manifest {path}, line {line}: fold '{fold}' is not an integer")
+            split = (row.get("split") or "").strip() if "split" in columns else default_split
+            if not split:
+                no_split.append((row["filename"], line))
+                continue
+            labels = parse_labels(row["label"], label_separator)
+            if label_separator != "," and any("," in label for label in labels):
+                with_comma.append((row["label"], line))
             clips.append(
                 Clip(
                     path=path.parent / row["filename"],
-                    labels=parse_labels(row["label"]),
-                    split=(row.get("split") or "").strip() or default_split,
+                    labels=labels,
+                    split=split,
                     group=row.get("group") or row["filename"],
                     fold=int(fold) if fold else None,
                 )
             )
+    if with_comma:
+        log.warning(
+            "manifest %s: %d rows have a label with a comma, kept whole as one label (e.g. '%s' on "
+            "line %d); to give a clip several labels, separate them with '%s' or set label_separator: ','",
+            path,
+            len(with_comma),
+            *with_comma[0],
+            label_separator,
+        )
+    if no_split:
+        log.warning(
+            "manifest %s: %d rows have an empty split and are left out (e.g. %s on line %d); "
+            "give each row a split (train, val or test)",
+            path,
+            len(no_split),
+            *no_split[0],
+        )
     if not clips:
-        raise DataError(f"manifest {path} lists no clips")
+        skipped = (
+            f"; all its {len(no_split)} rows have an empty split (give each a split)" if no_split else ""
+        )
+        raise DataError(f"manifest {path} lists no clips{skipped}")
     return clips

@@ -21,7 +21,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -103,6 +103,32 @@ class DataSource(ABC):
                 )
             return list(reader)
 
+    def _report_unlisted(self, listed: Iterable[Path], *folders: Path) -> None:
+        """Warn once about audio files in ``folders`` (not below them) that no metadata row lists.
+
+        They are left out; a silent gap would hide a wrong or mixed-up download that changes every
+        result. ``listed`` holds the paths of every metadata row, chosen for this run or not.
+        """
+        listed = set(listed)
+        unlisted = [
+            p
+            for folder in folders
+            if folder.is_dir()
+            for p in sorted(folder.iterdir())
+            if p.suffix.lower() in AUDIO_EXTENSIONS
+            and not p.name.startswith(".")
+            and p not in listed
+            and p.is_file()
+        ]
+        if unlisted:
+            log.warning(
+                "%s: %d audio files are in no row of the metadata and are left out (e.g. %s); "
+                "check that the metadata belongs to this audio, or move the extra files out",
+                self.describe(),
+                len(unlisted),
+                unlisted[0],
+            )
+
 
 def _int(value: str, path: Path, column: str) -> int:
     try:
@@ -181,19 +207,25 @@ def stratified_group_split(
 class CSVManifest(DataSource):
     """A ``filename,label[,split,group,fold]`` CSV with paths relative to its folder.
 
-    Several labels go in one cell separated by ``,`` (quoted) or ``;``; an empty label marks an
-    unlabelled clip. Rows without a split get ``default_split``; without a group each file is its
-    own group. A group in two splits is an error (fix the CSV).
+    Several labels go in one cell separated by ``label_separator`` (``;``; set ``","`` for
+    manifests that list several labels with commas); only it splits, so a quoted ``"Dog, barking"``
+    is one label. An empty label marks an unlabelled clip. Without a ``split`` column every clip is
+    in ``default_split``; with one, rows with an empty split are left out with a warning (they
+    could be test clips). Without a group each file is its own group. A group in two splits is an
+    error (fix the CSV).
     """
 
     layout = "manifest.csv with the header filename,label[,split,group,fold]"
 
-    def __init__(self, path: str, default_split: str = "train") -> None:
+    def __init__(self, path: str, default_split: str = "train", label_separator: str = ";") -> None:
         super().__init__(path)
+        if not label_separator:
+            raise ConfigError("CSVManifest label_separator must not be empty; use ';' or ','")
         self.default_split = default_split
+        self.label_separator = label_separator
 
     def load(self) -> list[Clip]:
-        return read_manifest(self.root, self.default_split)
+        return read_manifest(self.root, self.default_split, self.label_separator)
 
 
 class FolderSource(DataSource):
@@ -322,7 +354,7 @@ class FSD50K(DataSource):
         root/FSD50K.ground_truth/eval.csv        fname,labels,mids
         root/FSD50K.ground_truth/vocabulary.csv  index,label,mid           (no header)
 
-    Labels are the ``labels`` cells (comma-separated names); each clip is its own group (the
+    Labels are the ``labels`` cells (names separated by commas); each clip is its own group (the
     official validation split already keeps uploaders apart). Downstream training on FSD50K needs
     multi-label support; pretraining ignores the labels.
     """
@@ -359,7 +391,7 @@ class FSD50K(DataSource):
                 split = row["split"] if splits else "test"
                 if splits and split not in splits:
                     raise DataError(f"{csv_path}: split '{split}' of {row['fname']} is not train or val")
-                labels = parse_labels(row["labels"])
+                labels = parse_labels(row["labels"], ",")
                 unknown = set(labels) - vocabulary
                 if unknown:
                     raise DataError(
@@ -368,6 +400,9 @@ class FSD50K(DataSource):
                 clips.append(
                     Clip(path=folder / _wav(row["fname"]), labels=labels, split=split, group=row["fname"])
                 )
+        self._report_unlisted(
+            (c.path for c in clips), self.root / "FSD50K.dev_audio", self.root / "FSD50K.eval_audio"
+        )
         return clips
 
 
@@ -385,7 +420,8 @@ class FSDnoisy18k(DataSource):
     small manually verified subset, ``manually_verified == 1``), ``noisy_small`` (the noisy subset
     of about the clean one's size, ``noisy_small == 1``) or ``all``. The data set has no validation
     split, so ``val_fraction`` of the chosen training clips (stratified by class, seeded by
-    ``seed``) become ``val``; 0 keeps them all for training. Each clip is its own group.
+    ``seed``) become ``val``; 0 keeps them all for training. Each clip is its own group and has the
+    one label of its ``label`` cell.
     """
 
     layout = (
@@ -421,11 +457,7 @@ class FSDnoisy18k(DataSource):
         train_dir = self._require(self.root / "FSDnoisy18k.audio_train", "folder")
         test_dir = self._require(self.root / "FSDnoisy18k.audio_test", "folder")
         train = [
-            Clip(
-                path=train_dir / _wav(r["fname"]),
-                labels=parse_labels(r["label"]),
-                group=f"train/{r['fname']}",
-            )
+            Clip(path=train_dir / _wav(r["fname"]), labels=(r["label"],), group=f"train/{r['fname']}")
             for r in train_rows
             if self._selected(r, train_csv)
         ]
@@ -434,12 +466,14 @@ class FSDnoisy18k(DataSource):
         test = [
             Clip(
                 path=test_dir / _wav(r["fname"]),
-                labels=parse_labels(r["label"]),
+                labels=(r["label"],),
                 split="test",
                 group=f"test/{r['fname']}",
             )
             for r in test_rows
         ]
+        listed = [train_dir / _wav(r["fname"]) for r in train_rows] + [c.path for c in test]
+        self._report_unlisted(listed, train_dir, test_dir)
         return train + test
 
 
@@ -498,6 +532,7 @@ class ESC50(DataSource):
                     fold=fold,
                 )
             )
+        self._report_unlisted((audio / r["filename"] for r in rows), audio)
         return clips
 
 
@@ -539,4 +574,6 @@ class UrbanSound8K(DataSource):
                     fold=fold,
                 )
             )
+        folds = (audio / f"fold{k}" for k in range(1, self.N_FOLDS + 1))
+        self._report_unlisted((c.path for c in clips), *folds)
         return clips

@@ -4,6 +4,7 @@ folds, groups that never cross splits, and clear errors for a wrong layout."""
 from __future__ import annotations
 
 import csv
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -64,20 +65,65 @@ def test_manifest_reads_several_labels_unlabelled_rows_and_folds(tmp_path):
     path = write_csv(
         tmp_path / "m.csv",
         [
-            ["a.wav", "dog,bark", "train", "g1", "1"],
+            ["a.wav", "dog;bark", "train", "g1", "1"],
             ["b.wav", "cat; meow ;cat", "val", "", ""],
-            ["c.wav", "", "", "g3", "2"],
+            ["c.wav", "", "test", "g3", "2"],
         ],
         ["filename", "label", "split", "group", "fold"],
     )
     a, b, c = read_manifest(path)
     assert a.labels == ("dog", "bark") and a.group == "g1" and a.fold == 1
     assert b.labels == ("cat", "meow") and b.split == "val" and b.group == "b.wav" and b.fold is None
-    assert c.labels == () and c.label is None and c.split == "train" and c.fold == 2
+    assert c.labels == () and c.label is None and c.split == "test" and c.fold == 2
     assert a.path == tmp_path / "a.wav"
     with pytest.raises(DataError, match="a.wav has several labels"):
         _ = a.label
-    assert parse_labels("x") == ("x",) and parse_labels(" ; ") == ()
+    assert parse_labels("x", ";") == ("x",) and parse_labels(" ; ", ";") == ()
+
+
+def warnings_with(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+def test_a_label_with_a_comma_stays_one_label_unless_commas_are_the_separator(tmp_path, caplog):
+    path = write_csv(
+        tmp_path / "m.csv",
+        [
+            ["a.wav", "Dog, barking", "train"],
+            ["b.wav", "Dog, barking;cat", "train"],
+            ["c.wav", "cat", "train"],
+        ],
+        ["filename", "label", "split"],
+    )
+    with caplog.at_level(logging.WARNING):
+        a, b, c = CSVManifest(str(path)).clips()
+    assert a.labels == ("Dog, barking",) and b.labels == ("Dog, barking", "cat") and c.labels == ("cat",)
+    (warning,) = warnings_with(caplog, "comma")
+    assert "2 rows have a label with a comma, kept whole" in warning and "'Dog, barking' on line 2" in warning
+    assert "separate them with ';' or set label_separator: ','" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        a, b, _ = CSVManifest(str(path), label_separator=",").clips()
+    assert a.labels == ("Dog", "barking") and b.labels == ("Dog", "barking;cat")
+    assert not warnings_with(caplog, "comma")
+    with pytest.raises(ConfigError, match="label_separator"):
+        CSVManifest(str(path), label_separator="")
+
+
+def test_rows_with_an_empty_split_are_left_out_with_one_warning(tmp_path, caplog):
+    rows = [["a.wav", "dog", "train"], ["b.wav", "dog", ""], ["c.wav", "cat", " "], ["d.wav", "cat", "test"]]
+    path = write_csv(tmp_path / "m.csv", rows, ["filename", "label", "split"])
+    with caplog.at_level(logging.WARNING):
+        clips = read_manifest(path)
+    assert [(c.path.name, c.split) for c in clips] == [("a.wav", "train"), ("d.wav", "test")]
+    (warning,) = warnings_with(caplog, "empty split")
+    assert "2 rows have an empty split and are left out (e.g. b.wav on line 3)" in warning
+    assert "give each row a split" in warning
+    no_column = write_csv(tmp_path / "n.csv", [r[:2] for r in rows], ["filename", "label"])
+    assert {c.split for c in read_manifest(no_column, default_split="test")} == {"test"}
+    only_empty = write_csv(tmp_path / "e.csv", rows[1:3], ["filename", "label", "split"])
+    with pytest.raises(DataError, match=r"lists no clips; all its 2 rows have an empty split"):
+        CSVManifest(str(only_empty)).clips()
 
 
 def test_clip_keeps_single_label_api():
@@ -371,7 +417,8 @@ def test_esc50_folds_splits_and_groups(esc50):
         ESC50(str(esc50)).clips()
 
 
-def test_urbansound8k_folds_splits_and_groups(tmp_path):
+@pytest.fixture
+def urbansound8k(tmp_path) -> Path:
     root = tmp_path / "UrbanSound8K"
     rows = []
     for fold in range(1, 11):
@@ -383,6 +430,11 @@ def test_urbansound8k_folds_splits_and_groups(tmp_path):
                 wav(root / "audio" / f"fold{fold}" / name)
     header = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
     write_csv(root / "metadata" / "UrbanSound8K.csv", rows, header)
+    return root
+
+
+def test_urbansound8k_folds_splits_and_groups(urbansound8k):
+    root = urbansound8k
     clips = UrbanSound8K(str(root), val_fold=9).clips()
     assert all(c.path.is_file() and c.path.parent.name == f"fold{c.fold}" for c in clips)
     assert Counter(c.split for c in clips) == {"train": 32, "val": 4, "test": 4}
@@ -394,3 +446,34 @@ def test_urbansound8k_folds_splits_and_groups(tmp_path):
     (root / "metadata" / "UrbanSound8K.csv").write_text("slice_file_name,fold\nx.wav,1\n")
     with pytest.raises(DataError, match="lacks the column"):
         UrbanSound8K(str(root)).clips()
+
+
+@pytest.mark.parametrize(
+    ("fixture", "source", "folders"),
+    [
+        ("esc50", lambda root: ESC50(str(root), esc10=True), ["audio"]),
+        ("urbansound8k", lambda root: UrbanSound8K(str(root)), ["audio/fold3", "audio/fold10"]),
+        ("fsd50k", lambda root: FSD50K(str(root)), ["FSD50K.dev_audio", "FSD50K.eval_audio"]),
+        (
+            "fsdnoisy",
+            lambda root: FSDnoisy18k(str(root), train_set="clean", val_fraction=0.0),
+            ["FSDnoisy18k.audio_train", "FSDnoisy18k.audio_test"],
+        ),
+    ],
+)
+def test_audio_files_in_no_metadata_row_are_reported_once(request, caplog, fixture, source, folders):
+    root = request.getfixturevalue(fixture)
+    with caplog.at_level(logging.WARNING):
+        n_clips = len(source(root).clips())
+    assert not warnings_with(caplog, "metadata")  # rows left out by a subset (ESC-10, clean) are listed
+    for folder in folders:
+        wav(root / folder / "zz_unlisted.wav")
+        wav(root / folder / "deeper" / "not_read.wav")  # below the folders the reader uses
+        wav(root / folder / ".hidden.wav")
+        (root / folder / "notes.txt").write_text("not audio")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert len(source(root).clips()) == n_clips
+    (warning,) = warnings_with(caplog, "metadata")
+    assert f"{len(folders)} audio files are in no row of the metadata and are left out" in warning
+    assert f"{root / folders[0] / 'zz_unlisted.wav'}" in warning
