@@ -25,13 +25,9 @@ CLASSES = 12
 
 def make_probe(quick: bool = False) -> LinearProbe:
     probe = LinearProbe(
-        encoder=vgg_like(quick),
-        num_classes=CLASSES,
-        optimizer="adamw",
-        lr=0.01,
-        weight_decay=0.0,
-        channels_last=True,
+        encoder=vgg_like(quick), optimizer="adamw", lr=0.01, weight_decay=0.0, channels_last=True
     )
+    probe.build_head([str(k) for k in range(CLASSES)], multilabel=False)
     return probe.to(memory_format=probe.memory_format).train()  # train(): encoder stays in eval mode
 
 

@@ -89,6 +89,14 @@ class SERCLI(LightningCLI):
             kept.append(logger)
         config.trainer.logger = kept or True  # Lightning's default logger when W&B was the only one
 
+    def _check_data(self) -> None:
+        """Catch a mismatch between a pretrained encoder and the data before the cache is built."""
+        check = getattr(self.model, "check_features", None)
+        if check is not None:
+            check(self.datamodule)
+
+    before_fit = before_validate = before_test = _check_data
+
     def _finish_wandb(self) -> None:
         """Close the W&B run when the command ends, so its files are complete even when the CLI runs
         inside a longer Python process (a notebook, the tests) rather than exiting."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -16,6 +18,12 @@ def resolved(path: str | Path) -> str:
         return str(path.resolve())
     except (OSError, RuntimeError):
         return str(path.absolute())
+
+
+def clip_ids(paths: Iterable[str | Path]) -> list[str]:
+    """Short stable ids of files by their resolved paths: what a pretraining checkpoint records of
+    its training clips, so a probe can tell whether it tests on audio the encoder was trained on."""
+    return [hashlib.sha1(resolved(p).encode(errors="surrogateescape")).hexdigest()[:16] for p in paths]
 
 
 def atomic_write_text(path: Path, text: str) -> None:

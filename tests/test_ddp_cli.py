@@ -66,3 +66,37 @@ def test_too_few_clips_per_process_is_one_line_of_error_not_a_silent_exit(tmp_pa
     assert done.returncode != 0
     assert "has 24 usable clips per process (2 processes), fewer than one batch of 32" in done.stderr
     assert not (root / "checkpoints" / "last.ckpt").exists()
+
+
+def test_two_process_evaluation_counts_every_clip_once(pretrained, tiny_data, tmp_path):
+    rows = list(csv.DictReader(tiny_data.open()))
+    for split in ("val", "test"):  # odd counts: a padding sampler would repeat one clip
+        rows.remove(next(r for r in rows if r["split"] == split))
+    manifest = tmp_path / "odd.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "filename": str(tiny_data.parent / r["filename"])} for r in rows)
+    counts = {s: sum(r["split"] == s for r in rows) for s in ("val", "test")}
+    assert counts == {"val": 23, "test": 23}
+    root = tmp_path / "probe"
+    args = tiny_args("probe", root, manifest, pretrained / "cache")
+    args[2:2] = ["--config", "configs/ddp.yaml"]
+    args += ["--model.init_args.encoder_checkpoint", str(pretrained / "pretrain/checkpoints/last.ckpt")]
+    args += ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.max_epochs", "1"]
+    args += ["--trainer.check_val_every_n_epoch", "1"]
+    run = [*LAUNCHERS["lightning"], "fit", *args]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run[len(LAUNCHERS["lightning"])] = "test"
+    done = subprocess.run(
+        run + ["--ckpt_path", str(root / "checkpoints/last.ckpt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for split, n in counts.items():
+        with (root / f"confusion_{split}.csv").open() as f:
+            table = list(csv.reader(f))
+        assert sum(int(x) for row in table[1:] for x in row[1:]) == n

@@ -17,6 +17,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ser_ssl.audio import LogMelConfig
@@ -350,6 +351,13 @@ class SSLDataModule(AudioDataModule):
         self.knn_classes = self.single_labels(bank)
         known = set(self.knn_classes)
         query = [i for i in query if self.clips[i].label in known]  # unseen classes cannot be voted for
+        if not query:
+            log.warning(
+                "no kNN monitor: no clip of split '%s' has a class of split '%s' (%d classes)",
+                *reversed(self.knn_splits),
+                len(known),
+            )
+            return None
 
         def loader(idx: list[int]) -> DataLoader:
             targets = self.single_label_targets(idx, self.knn_classes)
@@ -564,7 +572,22 @@ class LabeledDataModule(AudioDataModule):
             raise DataError(f"{self.data_source.describe()}: no usable clip in split '{split}'")
         rows, targets = self._targets(idx, split)
         ds = ClipWindowsDataset(self.cache, rows, targets, self.patch_frames, self.eval_hop_frames)
-        return self._loader(ds, shuffle=False, batch_size=self.eval_batch_size)
+        return self._loader(
+            ds, shuffle=False, batch_size=self.eval_batch_size, sampler=self._unpadded(ds, split)
+        )
+
+    def _unpadded(self, dataset: ClipWindowsDataset, split: str) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, every ``world_size``-th clip for this process and no repeats, so each clip counts
+        once in the metrics (Lightning's default sampler pads the last round with repeated clips; the
+        metrics are summed across processes, which need not see equally many clips)."""
+        if self.world_size == 1:
+            return None
+        if len(dataset) < self.world_size:
+            raise DataError(
+                f"split '{split}' has {len(dataset)} usable clips, fewer than the {self.world_size} "
+                "processes; evaluate with fewer devices (--trainer.devices)"
+            )
+        return UnrepeatedDistributedSampler(dataset, self.world_size, self.rank, shuffle=False)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader(self.val_split) if self.split_indices(self.val_split) else []

@@ -62,6 +62,8 @@ def _swap(module: nn.Module, target: type[_BatchNorm], source: type[_BatchNorm] 
         module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
     )
     swapped.load_state_dict(module.state_dict())
+    for name, param in swapped.named_parameters():  # a frozen layer (the probe's encoder) stays frozen
+        param.requires_grad_(getattr(module, name).requires_grad)
     swapped.train(module.training)
     return swapped
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.errors import UserError
-from ser_ssl.tasks.simclr import CHECKPOINT_KIND
+from ser_ssl.tasks.simclr import CHECKPOINT_KIND, PRETRAINED_ON_KEY
 
 
 class CheckpointError(UserError, ValueError):
@@ -37,10 +37,11 @@ class Pretrained:
     built in Python).
     """
 
-    encoder: nn.Module
+    encoder: nn.Module | None  # None where only the record of the pretraining data is kept
     stats: dict[str, torch.Tensor]  # the Standardize buffers (mean, std, fitted); empty without weights
     features: LogMelConfig | None = None
     patch_frames: int | None = None
+    pretrained_on: frozenset[str] | None = None  # ids of the pretraining clips (ser_ssl.files.clip_ids)
 
 
 def load_pretrained(path: str | Path, load_weights: bool = True) -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -78,7 +79,9 @@ def read_pretrained(path: str | Path, load_weights: bool = True) -> Pretrained:
         )
     encoder = build_module(spec)
     features, patch_frames = _data_settings(ckpt)
-    if not load_weights:
+    seen = ckpt.get(PRETRAINED_ON_KEY)
+    pretrained_on = frozenset(seen) if isinstance(seen, list) else None
+    if not load_weights:  # a random encoder has seen no clip
         return Pretrained(encoder, {}, features, patch_frames)
     state = ckpt["state_dict"]
     enc_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
@@ -89,7 +92,7 @@ def read_pretrained(path: str | Path, load_weights: bool = True) -> Pretrained:
             f"{path}: encoder weights do not match its config {spec['class_path']}: {err}"
         ) from err
     stats = {k.removeprefix("normalizer."): v for k, v in state.items() if k.startswith("normalizer.")}
-    return Pretrained(encoder, stats, features, patch_frames)
+    return Pretrained(encoder, stats, features, patch_frames, pretrained_on)
 
 
 def _data_settings(ckpt: dict) -> tuple[LogMelConfig | None, int | None]:

@@ -8,7 +8,8 @@ writes ``confusion_<stage>.csv`` and ``per_class_<stage>.csv`` to ``trainer.defa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from ser_ssl.audio import LogMelConfig
 from ser_ssl.errors import ConfigError
 from ser_ssl.eval.metrics import (
     clip_mean,
@@ -26,8 +28,9 @@ from ser_ssl.eval.metrics import (
     write_confusion_csv,
     write_per_class_csv,
 )
+from ser_ssl.files import clip_ids
 from ser_ssl.tasks.base import BaseTask
-from ser_ssl.tasks.checkpoint import load_pretrained
+from ser_ssl.tasks.checkpoint import CheckpointError, Pretrained, read_pretrained
 
 __all__ = ["DownstreamTask", "EmbeddingMemo", "FineTune", "LinearProbe", "clip_mean"]
 
@@ -35,18 +38,21 @@ __all__ = ["DownstreamTask", "EmbeddingMemo", "FineTune", "LinearProbe", "clip_m
 class DownstreamTask(BaseTask):
     """Encoder + linear classifier, shared by :class:`LinearProbe` and :class:`FineTune`.
 
+    The classifier is built for the data module's classes (and its ``multilabel``) at setup; its
+    checkpoints carry the class names and the data's feature settings, and testing refuses data
+    whose classes or features differ, instead of scoring one class as another.
+
     Args:
         encoder_checkpoint: a SimCLR checkpoint; its recorded encoder is rebuilt and its weights
-            and input statistics loaded.
+            and input statistics loaded. The data must have the log-mel settings it was pretrained
+            on, and its validation and test clips must not be among its pretraining clips.
         load_weights: ``false`` keeps the checkpoint's architecture but a random initialisation
             (the random-encoder baseline).
         encoder: an encoder to use instead of the checkpoint's architecture; without a checkpoint
             it starts from its random initialisation and the input statistics come from the data
             (training from scratch, ``configs/scratch.yaml``).
-        num_classes: number of classes; by default taken from the data module.
-        multilabel: sigmoid outputs, binary cross-entropy and mAP / ROC-AUC instead of softmax,
-            cross-entropy and accuracies; by default the data module's ``multilabel`` (false when
-            it has none).
+        allow_pretraining_overlap: evaluate even on clips the encoder was pretrained on (a
+            transductive protocol; the results are then not comparable with held-out ones).
         **kwargs: optimiser settings of :class:`~ser_ssl.tasks.base.BaseTask`.
     """
 
@@ -57,68 +63,136 @@ class DownstreamTask(BaseTask):
         encoder_checkpoint: str | None = None,
         load_weights: bool = True,
         encoder: nn.Module | None = None,
-        num_classes: int | None = None,
-        multilabel: bool | None = None,
+        allow_pretraining_overlap: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
+        self.pretraining = Pretrained(None, {})  # what the checkpoint says of its pretraining data
         if encoder_checkpoint is not None:
-            pretrained, stats = load_pretrained(encoder_checkpoint, load_weights)
+            pretrained = read_pretrained(encoder_checkpoint, load_weights)
+            self.pretraining = replace(pretrained, encoder=None, stats={})
             if encoder is None:
-                encoder = pretrained
+                encoder = pretrained.encoder
             elif load_weights:
                 try:
-                    encoder.load_state_dict(pretrained.state_dict())
+                    encoder.load_state_dict(pretrained.encoder.state_dict())
                 except RuntimeError as err:
                     raise ConfigError(f"--model.encoder does not match {encoder_checkpoint}: {err}") from err
-            if stats:
-                self.normalizer.load_state_dict(stats)
+            if pretrained.features is not None and pretrained.features.n_mels != len(self.normalizer.mean):
+                raise ConfigError(
+                    f"the encoder was pretrained on log-mels with n_mels {pretrained.features.n_mels}, "
+                    f"not {len(self.normalizer.mean)}; set --data.init_args.features to the pretraining's "
+                    "(its config.yaml next to the checkpoint)"
+                )
+            if pretrained.stats:
+                self.normalizer.load_state_dict(pretrained.stats)
         if encoder is None:
             raise ConfigError("give --model.encoder_checkpoint (a pretraining checkpoint) or --model.encoder")
         self.encoder = encoder
         if self.freeze_encoder:
             self.encoder.requires_grad_(False)
+        self.allow_pretraining_overlap = allow_pretraining_overlap
         self.classifier: nn.Sequential | None = None
-        self.multilabel = bool(multilabel)
+        self.multilabel = False
         self.class_names: list[str] = []
+        self.data_settings: dict[str, Any] | None = None  # the data's features and patch length
         # rank 0: this stage's confusion matrix (single-label) or per-class AP (multi-label), as written
         # to CSV at the end of the last validation/test, for callbacks (ClassificationImages) to plot
         self.per_class_results: dict[str, torch.Tensor] = {}
-        if num_classes is not None:
-            self._build_head(num_classes, self.multilabel)
 
-    def _build_head(self, num_classes: int, multilabel: bool) -> None:
-        dim = self.encoder.embed_dim
+    def build_head(self, classes: Sequence[str], multilabel: bool) -> None:
+        """The classifier (and its metrics) for ``classes``, whose names it keeps."""
+        dim, n = self.encoder.embed_dim, len(classes)
         norm = [nn.BatchNorm1d(dim, affine=False)] if self.freeze_encoder else []
-        self.classifier = nn.Sequential(*norm, nn.Linear(dim, num_classes))
-        self.multilabel = multilabel
-        metrics = clip_metrics(num_classes, multilabel)
+        self.classifier = nn.Sequential(*norm, nn.Linear(dim, n))
+        self.class_names, self.multilabel = [str(c) for c in classes], bool(multilabel)
+        metrics = clip_metrics(n, self.multilabel)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.val_per_class = per_class_metric(num_classes, multilabel)
-        self.test_per_class = per_class_metric(num_classes, multilabel)
+        self.val_per_class = per_class_metric(n, self.multilabel)
+        self.test_per_class = per_class_metric(n, self.multilabel)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
         dm = self.trainer.datamodule
-        data_multilabel = getattr(dm, "multilabel", None)
+        self.data_settings = data_settings(dm)
+        self.check_features(dm)
+        self._check_overlap(dm)
+        classes = [str(c) for c in getattr(dm, "classes", None) or []]
+        multilabel = bool(getattr(dm, "multilabel", False))
         if self.classifier is None:
-            multilabel = self.hparams.multilabel
-            if multilabel is None:
-                multilabel = bool(data_multilabel)
-            # recorded, so the checkpoint rebuilds the same head
-            self.hparams.num_classes, self.hparams.multilabel = dm.num_classes, multilabel
-            self._build_head(dm.num_classes, multilabel)
-        if data_multilabel is not None and bool(data_multilabel) != self.multilabel:
-            kinds = ["single-label", "multi-label"]
-            raise ConfigError(
-                f"the model is {kinds[self.multilabel]} but the data is {kinds[bool(data_multilabel)]}; "
-                "set --model.init_args.multilabel to match the data"
+            self.build_head(classes, multilabel)
+        else:
+            check_same_head(
+                (self.class_names, self.multilabel), (classes, multilabel), "the model", "the data"
             )
-        n_out = self.classifier[-1].out_features
-        names = list(getattr(dm, "classes", None) or [])
-        self.class_names = names if len(names) == n_out else [str(k) for k in range(n_out)]
+
+    def check_features(self, dm: Any) -> None:
+        """Refuse a data module whose log-mel settings are not the encoder's pretraining ones (the
+        CLI calls this before the data module builds its cache; warns on another patch length)."""
+        pre = self.pretraining
+        features = getattr(dm, "features", None)
+        if pre.features is not None and isinstance(features, LogMelConfig) and features != pre.features:
+            raise ConfigError(
+                f"the encoder was pretrained on log-mels with {settings_diff(pre.features, features)}; "
+                "set --data.init_args.features to the pretraining's (its config.yaml next to the checkpoint)"
+            )
+        patch_frames = getattr(dm, "patch_frames", None)
+        if pre.patch_frames is not None and patch_frames is not None and patch_frames != pre.patch_frames:
+            rank_zero_warn(
+                f"the encoder was pretrained on patches of {pre.patch_frames} frames, the data module cuts "
+                f"{patch_frames}; set --data.init_args.patch_frames {pre.patch_frames} unless you mean it"
+            )
+
+    def _check_overlap(self, dm: Any) -> None:
+        """Refuse evaluation clips the encoder was pretrained on (docstring of the class)."""
+        pre = self.pretraining
+        if not pre.pretrained_on or self.allow_pretraining_overlap or not hasattr(dm, "split_indices"):
+            return
+        for split in dict.fromkeys(s for s in (getattr(dm, "val_split", None), dm.test_split) if s):
+            paths = [dm.clips[i].path for i in dm.split_indices(split)]
+            seen = [p for p, key in zip(paths, clip_ids(paths), strict=True) if key in pre.pretrained_on]
+            if seen:
+                raise ConfigError(
+                    f"{len(seen)} of the {len(paths)} clips of split '{split}' were in the encoder's "
+                    f"pretraining data (e.g. {seen[0]}), so its scores would not be held-out ones; pretrain "
+                    "on the training split only (the labelled data presets do), or accept it with "
+                    "--model.init_args.allow_pretraining_overlap true"
+                )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[HEAD_KEY] = {
+            "classes": self.class_names,
+            "multilabel": self.multilabel,
+            "data": self.data_settings,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild the checkpoint's classifier, or, when setup built one for the data, refuse data
+        whose classes or feature settings are not the checkpoint's."""
+        super().on_load_checkpoint(checkpoint)
+        head = checkpoint.get(HEAD_KEY)
+        if not isinstance(head, dict):
+            raise CheckpointError(
+                "the checkpoint has no classifier record (not a probe or fine-tune checkpoint of this "
+                "version of ser-ssl); train the classifier again with `ser-ssl fit`"
+            )
+        if self.classifier is None:
+            self.build_head(head["classes"], head["multilabel"])
+            return
+        check_same_head(
+            (head["classes"], head["multilabel"]),
+            (self.class_names, self.multilabel),
+            "the checkpoint",
+            "the data",
+        )
+        if head["data"] is not None and self.data_settings is not None and head["data"] != self.data_settings:
+            raise ConfigError(
+                f"the checkpoint's classifier was trained on data with {head['data']}, this data has "
+                f"{self.data_settings}; use the training's --data.init_args.features and patch_frames"
+            )
 
     def train(self, mode: bool = True) -> DownstreamTask:
         super().train(mode)
@@ -153,6 +227,7 @@ class DownstreamTask(BaseTask):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         target = batch["target"]
         loss = self.loss(self.classifier(self.training_embeddings(batch)), target)
+        self.check_finite(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
         return loss
 
@@ -305,3 +380,42 @@ class FineTune(DownstreamTask):
 
     def trainable_modules(self) -> list[tuple[nn.Module, float]]:
         return [(self.classifier, self.lr), (self.encoder, self.encoder_lr)]
+
+
+#: Checkpoint key of the classifier's classes, kind and data settings.
+HEAD_KEY = "ser_ssl_head"
+
+
+def data_settings(dm: Any) -> dict[str, Any] | None:
+    """The data module's log-mel settings and patch length as plain data, or ``None`` without them."""
+    features = getattr(dm, "features", None)
+    if not isinstance(features, LogMelConfig):
+        return None
+    return {"features": asdict(features), "patch_frames": getattr(dm, "patch_frames", None)}
+
+
+def settings_diff(expected: LogMelConfig, got: LogMelConfig) -> str:
+    """``name A, not B`` for each field where ``got`` differs from ``expected``."""
+    a, b = asdict(expected), asdict(got)
+    return ", ".join(f"{k} {a[k]}, not {b[k]}" for k in a if a[k] != b[k])
+
+
+def check_same_head(
+    expected: tuple[list[str], bool], got: tuple[list[str], bool], where_expected: str, where_got: str
+) -> None:
+    """Raise :class:`ConfigError` unless both ``(class names, multilabel)`` are the same."""
+    (names, multi), (other, other_multi) = expected, got
+    kinds = ["single-label", "multi-label"]
+    if multi != other_multi:
+        raise ConfigError(
+            f"{where_expected} is {kinds[multi]} but {where_got} is {kinds[other_multi]}; set "
+            "--data.init_args.multilabel to match"
+        )
+    if list(names) != list(other):
+        missing = [c for c in names if c not in other][:5]
+        extra = [c for c in other if c not in names][:5]
+        raise ConfigError(
+            f"{where_expected} has {len(names)} classes, {where_got} {len(other)} (only in {where_expected}: "
+            f"{missing}, only in {where_got}: {extra}); a classifier scores the classes it was trained on, "
+            "so test it on data with the same classes"
+        )

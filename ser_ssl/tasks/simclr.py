@@ -15,11 +15,14 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ser_ssl.augment import Augmentations, Compression, GaussianNoise, MixBack, RandomResizedCrop
+from ser_ssl.files import clip_ids
 from ser_ssl.losses import NTXentLoss
 from ser_ssl.models import ProjectionHead, VGGLike
 from ser_ssl.tasks.base import BaseTask
 
 CHECKPOINT_KIND = "ser_ssl.pretrain"
+#: Checkpoint key of the ids of the clips the encoder was pretrained on.
+PRETRAINED_ON_KEY = "ser_ssl_pretrained_on"
 
 
 class SimCLR(BaseTask):
@@ -78,6 +81,7 @@ class SimCLR(BaseTask):
         self.second_view_augment = None if second_view_augment is None else Augmentations(second_view_augment)
         self.criterion = NTXentLoss(temperature)
         self._seed = 0
+        self._pretrained_on: list[str] | None = None  # clip ids of the training split, for checkpoints
         self.online_probe = online_probe
         self.online_probe_lr = online_probe_lr
         self.online_classifier: nn.Linear | None = None
@@ -191,5 +195,12 @@ class SimCLR(BaseTask):
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also records which clips the encoder is trained on (:func:`~ser_ssl.files.clip_ids`), so
+        that a probe can refuse to test on them."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["ser_ssl_kind"] = CHECKPOINT_KIND
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if hasattr(dm, "clips") and hasattr(dm, "split_indices"):
+            if self._pretrained_on is None:
+                self._pretrained_on = clip_ids(dm.clips[i].path for i in dm.split_indices(dm.train_split))
+            checkpoint[PRETRAINED_ON_KEY] = self._pretrained_on

@@ -23,6 +23,19 @@ def test_conversion_keeps_state_and_reverts_to_the_original_classes():
     assert all(torch.equal(before[k], v) for k, v in reverted.state_dict().items())
 
 
+def test_a_frozen_layer_stays_frozen_both_ways():
+    model = nn.Sequential(VGGLike(channels=[4, 8], embed_dim=16), nn.BatchNorm1d(16))
+    model[0].requires_grad_(False)  # the linear probe's encoder
+    converted = convert_batchnorm(model)
+    assert [p.requires_grad for p in converted.parameters()] == [False] * len(list(model[0].parameters())) + [
+        True
+    ] * 2
+    reverted = revert_batchnorm(converted)
+    assert [p.requires_grad for p in reverted.parameters()] == [
+        p.requires_grad for p in converted.parameters()
+    ]
+
+
 def test_in_one_process_it_is_an_ordinary_batchnorm():
     torch.manual_seed(0)
     plain = nn.BatchNorm2d(3)

@@ -96,7 +96,8 @@ SINGLE = [
 def test_single_label_clip_metrics_confusion_and_per_class_reports(tmp_path):
     classes = ["dog", "rain", "siren"]
     batches = [eval_batch(SINGLE[:3], torch.log), eval_batch(SINGLE[3:], torch.log)]  # softmax(log p) = p
-    model = FineTune(encoder=MeanOverTime(3), num_classes=3, n_mels=3)
+    model = FineTune(encoder=MeanOverTime(3), n_mels=3)
+    model.build_head(classes, multilabel=False)
     identity_head(model, 3)
     metrics = run_test(model, FakeData(batches, classes), tmp_path)
     # rows true, columns predicted: [[1,0,0],[1,1,0],[0,1,1]]; recalls 1, 1/2, 1/2
@@ -131,7 +132,8 @@ MULTI = [
 
 def test_multilabel_clip_mean_of_sigmoids_gives_map_and_roc_auc(tmp_path):
     batches = [eval_batch(MULTI[:2], torch.logit), eval_batch(MULTI[2:], torch.logit)]  # sigmoid(logit p) = p
-    model = FineTune(encoder=MeanOverTime(2), num_classes=2, multilabel=True, n_mels=2)
+    model = FineTune(encoder=MeanOverTime(2), n_mels=2)
+    model.build_head(["bark", "dog"], multilabel=True)
     identity_head(model, 2)
     metrics = run_test(model, FakeData(batches, ["bark", "dog"], multilabel=True), tmp_path)
     assert set(metrics) == {"test/mAP", "test/roc_auc"}
@@ -144,7 +146,8 @@ def test_multilabel_clip_mean_of_sigmoids_gives_map_and_roc_auc(tmp_path):
 
 
 def test_multilabel_training_uses_binary_cross_entropy_and_the_head_follows_the_data():
-    model = FineTune(encoder=MeanOverTime(2), num_classes=2, multilabel=True, n_mels=2)
+    model = FineTune(encoder=MeanOverTime(2), n_mels=2)
+    model.build_head(["a", "b"], multilabel=True)
     batch = {"patch": windows([[0.5, -1.0], [2.0, 0.0]]), "target": torch.tensor([[1, 0], [1, 1]])}
     logits = model.classifier(batch["patch"].mean(dim=(1, 3)))
     expected = F.binary_cross_entropy_with_logits(logits, batch["target"].float())
@@ -154,7 +157,10 @@ def test_multilabel_training_uses_binary_cross_entropy_and_the_head_follows_the_
         datamodule = FakeData([], ["a", "b"], multilabel=False)
 
     model._trainer = Trainer()
-    with pytest.raises(ConfigError, match="multilabel"):
+    with pytest.raises(ConfigError, match="the model is multi-label but the data is single-label"):
+        model.setup("test")
+    Trainer.datamodule = FakeData([], ["a", "c"], multilabel=True)
+    with pytest.raises(ConfigError, match=r"only in the model: \['b'\], only in the data: \['c'\]"):
         model.setup("test")
     model._trainer = None
 
