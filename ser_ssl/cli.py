@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -17,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ser_ssl.errors import ConfigError, MissingFileError, UserError
 from ser_ssl.precision import choose_precision, detect
+from ser_ssl.tasks.base import LOGGER_VERSIONS_KEY
 
 
 def _checkpoint_dir(root_dir: str | None) -> str:
@@ -77,9 +79,12 @@ class SERCLI(LightningCLI):
         loggers = config.trainer.logger
         if not isinstance(loggers, list):
             return
+        resumed = self._logger_versions(config) if self.subcommand == "fit" else {}
         kept = []
         for logger in loggers:
             args = logger.init_args
+            if args.get("version") is None and logger.class_path.rsplit(".", 1)[-1] in resumed:
+                args.version = resumed[logger.class_path.rsplit(".", 1)[-1]]
             if logger.class_path == WANDB_LOGGER:
                 if config.wandb == "disabled":
                     continue
@@ -88,6 +93,22 @@ class SERCLI(LightningCLI):
                 args.save_dir = config.trainer.default_root_dir or "."
             kept.append(logger)
         config.trainer.logger = kept or True  # Lightning's default logger when W&B was the only one
+
+    @staticmethod
+    def _logger_versions(config: Any) -> dict[str, int | str]:
+        """The logger versions recorded in the checkpoint a ``fit`` resumes from (none when it starts
+        afresh), so the resumed run writes on in the same CSV file and W&B run."""
+        path = config.get("ckpt_path")
+        if path == "last":
+            path = Path(_checkpoint_dir(config.trainer.default_root_dir)) / "last.ckpt"
+        if path is None or not Path(path).is_file():
+            return {}
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # Lightning reports an unreadable checkpoint itself, when it loads it
+            return {}
+        versions = ckpt.get(LOGGER_VERSIONS_KEY) if isinstance(ckpt, dict) else None
+        return versions if isinstance(versions, dict) else {}
 
     def _check_data(self) -> None:
         """Catch a mismatch between a pretrained encoder and the data before the cache is built."""

@@ -15,6 +15,8 @@ from ser_ssl.audio import Standardize
 from ser_ssl.errors import ConfigError, UserError
 
 RNG_KEY = "ser_ssl_rng_states"
+#: Checkpoint key of each logger's version by class name (a W&B logger's version is its run id).
+LOGGER_VERSIONS_KEY = "ser_ssl_logger_versions"
 
 
 class NonFiniteLossError(UserError):
@@ -171,7 +173,8 @@ class BaseTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only plain-data hyper-parameters, so checkpoints load with ``weights_only=True``, and
-        the state of torch's RNG, so a resumed run draws what an uninterrupted one would.
+        the state of torch's RNG, so a resumed run draws what an uninterrupted one would, and each
+        logger's version (the W&B run id), so a resumed run logs on in the same run.
 
         Modules given as ``class_path`` configs (the CLI's way) are plain data and stay; modules
         built in Python are objects and are left out. A non-finite loss since the last check stops
@@ -182,6 +185,9 @@ class BaseTask(L.LightningModule):
             if checkpoint.get(key):
                 checkpoint[key] = {k: _plain(v) for k, v in checkpoint[key].items() if _is_plain(_plain(v))}
         checkpoint[RNG_KEY] = {"cpu": torch.get_rng_state()}
+        if self._trainer is not None:  # so that a resumed run continues its logs (ser_ssl.cli)
+            versions = {type(lg).__name__: lg.version for lg in self.trainer.loggers}
+            checkpoint[LOGGER_VERSIONS_KEY] = {k: v for k, v in versions.items() if isinstance(v, (int, str))}
         if self.device.type == "cuda":
             checkpoint[RNG_KEY]["cuda"] = torch.cuda.get_rng_state(self.device)
 
