@@ -175,6 +175,9 @@ def test_custom_encoder_from_the_docs_pretrains_and_probes(tmp_path, tiny_data, 
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     probe_args = tiny_args("probe", tmp_path / "probe", tiny_data, tmp_path / "cache")
     probe_args += ["--model.encoder_checkpoint", str(tmp_path / "pretrain" / "checkpoints" / "last.ckpt")]
+    with pytest.raises(Exception, match="SER_SSL_TRUST_CHECKPOINTS"):  # not one of ser-ssl's encoders
+        cli_main(["fit", *probe_args, "--trainer.max_epochs", "1"])
+    monkeypatch.setenv("SER_SSL_TRUST_CHECKPOINTS", "1")
     probe = cli_main(["fit", *probe_args, "--trainer.max_epochs", "1"])
     assert type(probe.model.encoder).__name__ == "TinyEncoder"
     assert probe.model.classifier[-1].in_features == 64
