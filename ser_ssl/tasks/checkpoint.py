@@ -110,6 +110,7 @@ class Pretrained:
     features: LogMelConfig | None = None
     patch_frames: int | None = None
     pretrained_on: frozenset[str] | None = None  # ids of the pretraining clips (ser_ssl.files.clip_ids)
+    encoder_spec: dict | None = None  # the encoder's ``class_path``/``init_args`` config
 
 
 def load_pretrained(path: str | Path, load_weights: bool = True) -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -153,7 +154,7 @@ def read_pretrained(path: str | Path, load_weights: bool = True) -> Pretrained:
     seen = ckpt.get(PRETRAINED_ON_KEY)
     pretrained_on = frozenset(seen) if isinstance(seen, list) else None
     if not load_weights:  # a random encoder has seen no clip
-        return Pretrained(encoder, {}, features, patch_frames)
+        return Pretrained(encoder, {}, features, patch_frames, encoder_spec=spec)
     state = ckpt["state_dict"]
     enc_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     try:
@@ -163,7 +164,7 @@ def read_pretrained(path: str | Path, load_weights: bool = True) -> Pretrained:
             f"{path}: encoder weights do not match its config {spec['class_path']}: {err}"
         ) from err
     stats = {k.removeprefix("normalizer."): v for k, v in state.items() if k.startswith("normalizer.")}
-    return Pretrained(encoder, stats, features, patch_frames, pretrained_on)
+    return Pretrained(encoder, stats, features, patch_frames, pretrained_on, spec)
 
 
 def _data_settings(ckpt: dict) -> tuple[LogMelConfig | None, int | None]:

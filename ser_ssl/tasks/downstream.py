@@ -163,10 +163,13 @@ class DownstreamTask(BaseTask):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
+        spec = self.hparams.get("encoder")  # a class_path config when given through the CLI
         checkpoint[HEAD_KEY] = {
+            "task": type(self).__name__,
             "classes": self.class_names,
             "multilabel": self.multilabel,
             "data": self.data_settings,
+            "encoder": spec if isinstance(spec, dict) else self.pretraining.encoder_spec,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

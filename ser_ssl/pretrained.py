@@ -1,0 +1,281 @@
+"""Trained models as portable folders: export a checkpoint, load it back in one call.
+
+    python -m ser_ssl.pretrained runs/probe/checkpoints/last.ckpt models/my-probe
+
+    import ser_ssl
+    model = ser_ssl.from_pretrained("models/my-probe")
+    embedding = model.embed_file("kick.wav")          # [D]
+    scores = model.classify(waveforms)                # [n, classes] (probe and fine-tune exports)
+
+The folder holds ``model.safetensors`` (tensors only: loading it runs no code), ``config.json``
+(everything that rebuilds audio -> log-mel -> embedding -> class scores: the encoder's class and
+settings, the log-mel settings, the window length, the class names) and ``README.md``, a model card
+written from the run. Loading needs ser-ssl's encoders and front end, not its training code or the
+checkpoint's torch version; like a checkpoint, a folder only builds ser-ssl's own encoders unless
+``SER_SSL_TRUST_CHECKPOINTS=1`` (see :func:`~ser_ssl.tasks.checkpoint.check_trusted`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ser_ssl import __version__
+from ser_ssl.audio import LogMelConfig, Standardize, load_audio
+from ser_ssl.hear import HEARModel
+from ser_ssl.tasks.checkpoint import CheckpointError, build_module, check_trusted, read_pretrained
+from ser_ssl.tasks.downstream import HEAD_KEY
+from ser_ssl.tasks.simclr import CHECKPOINT_KIND
+
+FORMAT = "ser-ssl-model"
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+
+
+class PretrainedModel(HEARModel):
+    """Log-mel front end, input standardisation, encoder and, for probe and fine-tune exports, the
+    classifier. Sounds are cut into windows of ``patch_frames`` as in evaluation; a sound's
+    embedding is the mean of its windows' embeddings and its class scores the mean of its windows'
+    softmax (sigmoid when multi-label), which is how ser-ssl scores clips.
+
+    ``model.encoder`` is a plain ``nn.Module`` (``[B, 1, n_mels, frames] -> [B, D]``) to put into
+    your own model; ``model.logmel`` and ``model.normalizer`` make its input from audio.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        normalizer: Standardize,
+        features: LogMelConfig,
+        patch_frames: int,
+        classifier: nn.Module | None = None,
+        class_names: Sequence[str] = (),
+        multilabel: bool = False,
+    ) -> None:
+        super().__init__(encoder, normalizer, features, patch_frames)
+        self.classifier = classifier
+        self.class_names = list(class_names)
+        self.multilabel = multilabel
+
+    def window_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
+        """``[n_sounds, windows, D]`` for ``[n_sounds, n_samples]`` audio at ``sample_rate``."""
+        x, _, _ = self.windows(audio)
+        n, w = x.shape[:2]
+        return self.encoder(x.flatten(0, 1)).view(n, w, -1)
+
+    @torch.inference_mode()
+    def embed(self, audio: torch.Tensor) -> torch.Tensor:
+        """Sound embeddings ``[n_sounds, D]``: the mean over each sound's windows."""
+        return self.window_embeddings(audio).mean(dim=1)
+
+    @torch.inference_mode()
+    def classify(self, audio: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[n_sounds, classes]`` in the order of ``class_names``."""
+        if self.classifier is None:
+            raise ValueError("this model has no classifier (exported from a pretraining checkpoint)")
+        h = self.window_embeddings(audio)
+        logits = self.classifier(h.flatten(0, 1)).float()
+        probs = torch.sigmoid(logits) if self.multilabel else F.softmax(logits, dim=-1)
+        return probs.view(*h.shape[:2], -1).mean(dim=1)
+
+    def embed_file(self, path: str | Path) -> torch.Tensor:
+        """The embedding ``[D]`` of one audio file (decoded, mixed to mono and resampled)."""
+        return self.embed(self._load(path))[0]
+
+    def classify_file(self, path: str | Path) -> dict[str, float]:
+        """Each class's probability for one audio file."""
+        return dict(zip(self.class_names, self.classify(self._load(path))[0].tolist(), strict=True))
+
+    def _load(self, path: str | Path) -> torch.Tensor:
+        device = next(self.parameters()).device
+        return load_audio(path, self.sample_rate).to(device)[None]
+
+
+def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Write the folder of a pretraining, probe or fine-tune checkpoint to ``out_dir``."""
+    checkpoint, out = Path(checkpoint), Path(out_dir)
+    ckpt = _read(checkpoint)
+    if ckpt.get("ser_ssl_kind") == CHECKPOINT_KIND:
+        pre = read_pretrained(checkpoint)
+        spec, features, patch_frames, head = pre.encoder_spec, pre.features, pre.patch_frames, None
+        tensors = _prefixed("encoder.", pre.encoder.state_dict()) | _prefixed("normalizer.", pre.stats)
+        kind = "pretrained encoder"
+    elif isinstance(ckpt.get(HEAD_KEY), dict):
+        head = ckpt[HEAD_KEY]
+        spec, data = head.get("encoder"), head.get("data") or {}
+        features = LogMelConfig(**data["features"]) if "features" in data else None
+        patch_frames = data.get("patch_frames")
+        parts = ("encoder.", "normalizer.", "classifier.")
+        tensors = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(parts)}
+        kind = "linear probe" if head.get("task") == "LinearProbe" else "fine-tuned classifier"
+    else:
+        raise CheckpointError(
+            f"{checkpoint} is neither a ser-ssl pretraining nor a probe/fine-tune checkpoint"
+        )
+    if not isinstance(spec, dict) or features is None or not isinstance(patch_frames, int):
+        raise CheckpointError(
+            f"{checkpoint} does not record its encoder config, log-mel settings and patch length (not "
+            "written by `ser-ssl fit` through configs?); export a checkpoint of a run of the ser-ssl command"
+        )
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ser_ssl_version": __version__,
+        "kind": kind,
+        "encoder": spec,
+        "features": asdict(features),
+        "patch_frames": patch_frames,
+        "classifier": None
+        if head is None
+        else {
+            "classes": list(head["classes"]),
+            "multilabel": bool(head["multilabel"]),
+            "batchnorm": "classifier.0.running_mean" in tensors,
+        },
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(out / WEIGHTS))
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    model = from_pretrained(
+        out
+    )  # the folder must load before it is called done, and the card counts its parameters
+    (out / CARD).write_text(model_card(config, model, checkpoint, ckpt))
+    return out
+
+
+def from_pretrained(path: str | Path) -> PretrainedModel:
+    """The model of an exported folder (``python -m ser_ssl.pretrained``), in eval mode on the CPU."""
+    folder = Path(path)
+    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+        raise CheckpointError(f"{folder} is not an exported ser-ssl model (it needs {CONFIG} and {WEIGHTS})")
+    config = json.loads((folder / CONFIG).read_text())
+    if config.get("format") != FORMAT or config.get("format_version", math.inf) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder / CONFIG} is not a ser-ssl model of format {FORMAT_VERSION} or older (format "
+            f"{config.get('format')!r} version {config.get('format_version')!r}); update ser-ssl"
+        )
+    check_trusted(config["encoder"], folder / CONFIG)
+    encoder = build_module(config["encoder"])
+    features = LogMelConfig(**config["features"])
+    normalizer = Standardize(features.n_mels)
+    head = config.get("classifier")
+    classifier = None
+    if head:
+        dim, n = encoder.embed_dim, len(head["classes"])
+        norm = [nn.BatchNorm1d(dim, affine=False)] if head["batchnorm"] else []
+        classifier = nn.Sequential(*norm, nn.Linear(dim, n))
+    tensors = load_file(str(folder / WEIGHTS))
+    parts = {"encoder": encoder, "normalizer": normalizer, "classifier": classifier}
+    for name, module in parts.items():
+        if module is not None:
+            module.load_state_dict(
+                {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}
+            )
+    model = PretrainedModel(
+        encoder,
+        normalizer,
+        features,
+        config["patch_frames"],
+        classifier,
+        head["classes"] if head else (),
+        bool(head and head["multilabel"]),
+    )
+    return model.eval()
+
+
+def model_card(config: dict, model: PretrainedModel, checkpoint: Path, ckpt: dict) -> str:
+    """A README for the folder: what the model is, what it was trained on, its results, how to use it."""
+    spec = config["encoder"]
+    params = sum(p.numel() for p in model.encoder.parameters())
+    data = ckpt.get("datamodule_hyper_parameters") or {}
+    source = data.get("source") or data.get("manifest") or "the built-in synthetic set"
+    if isinstance(source, dict):
+        source = f"{source.get('class_path', '?')} {json.dumps(source.get('init_args', {}))}"
+    lines = [
+        f"# ser-ssl {config['kind']}",
+        "",
+        f"Exported by ser-ssl {__version__} from `{checkpoint.name}` (epoch {ckpt.get('epoch', '?')}, "
+        f"step {ckpt.get('global_step', '?')}).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| encoder | `{spec['class_path']}` {json.dumps(spec.get('init_args', {}))} |",
+        f"| parameters | {params:,} (encoder) |",
+        f"| embedding | {model.encoder.embed_dim} dimensions, the mean over windows of "
+        f"{config['patch_frames']} frames |",
+        f"| log-mel | {', '.join(f'{k} {v}' for k, v in config['features'].items())} |",
+        f"| trained on | {source} |",
+    ]
+    if config["classifier"]:
+        head = config["classifier"]
+        kind = "multi-label" if head["multilabel"] else "single-label"
+        lines.append(f"| classes | {len(head['classes'])}, {kind}: {', '.join(head['classes'])} |")
+    results = checkpoint.parent.parent / "test_metrics.json"
+    if results.is_file():
+        metrics = json.loads(results.read_text())
+        lines += ["", "## Results", "", "Test metrics of the run (`test_metrics.json`):", ""]
+        lines += [f"- {k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float))]
+    usage = (
+        "scores = model.classify_file('sound.wav')  # {class: probability}"
+        if config["classifier"]
+        else ("embedding = model.embed_file('sound.wav')  # [D]")
+    )
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import ser_ssl",
+        "",
+        "model = ser_ssl.from_pretrained('path/to/this/folder')",
+        usage,
+        "encoder = model.encoder  # a torch.nn.Module: [B, 1, n_mels, frames] -> [B, D]",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _read(checkpoint: Path) -> dict[str, Any]:
+    if not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{checkpoint} is not a readable PyTorch checkpoint ({err})") from err
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{checkpoint} is not a Lightning checkpoint")
+    return ckpt
+
+
+def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {prefix + k: v for k, v in state.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ser_ssl.pretrained",
+        description="Export a ser-ssl checkpoint (pretraining, probe or fine-tune) to a portable folder: "
+        "model.safetensors, config.json and a model card README.md.",
+    )
+    parser.add_argument("checkpoint", help="a .ckpt written by ser-ssl fit")
+    parser.add_argument("out_dir", help="the folder to write")
+    args = parser.parse_args(argv)
+    out = export(args.checkpoint, args.out_dir)
+    print(f"wrote {out}: {WEIGHTS}, {CONFIG}, {CARD}")
+
+
+if __name__ == "__main__":
+    from ser_ssl.cli import exit_on_user_error
+
+    exit_on_user_error(main, prog="python -m ser_ssl.pretrained")
