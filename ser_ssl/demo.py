@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 from pathlib import Path
 
-from ser_ssl.cli import cli_main
+from ser_ssl.experiments import fit_and_test, run_commands
 
 
 def run(configs: Path, root: Path, extra: list[str]) -> dict[str, dict[str, float]]:
@@ -23,40 +22,25 @@ def run(configs: Path, root: Path, extra: list[str]) -> dict[str, dict[str, floa
         if (root / name).exists():
             print(f"demo: removing the earlier demo run {root / name}")
             shutil.rmtree(root / name)
-    timings = {}
-    start = time.time()
-    cli_main(
-        [
-            "fit",
-            "--config",
-            str(configs / "pretrain.yaml"),
-            "--trainer.default_root_dir",
-            str(root / "pretrain"),
-            *extra,
-        ]
-    )
-    timings["pretrain"] = time.time() - start
+    pretrain = [
+        "--config",
+        str(configs / "pretrain.yaml"),
+        "--trainer.default_root_dir",
+        str(root / "pretrain"),
+    ]
+    timings = {"pretrain": 60 * run_commands(root / "pretrain", [("fit", [*pretrain, *extra])])["minutes"]}
     encoder = root / "pretrain" / "checkpoints" / "last.ckpt"
     results = {}
     for name, load_weights in (("pretrained (SSL)", "true"), ("random init", "false")):
-        start = time.time()
+        probe_root = root / f"probe-{'ssl' if load_weights == 'true' else 'random'}"
         args = [
-            "--config",
-            str(configs / "probe.yaml"),
-            "--trainer.default_root_dir",
-            str(root / f"probe-{'ssl' if load_weights == 'true' else 'random'}"),
-            "--model.init_args.encoder_checkpoint",
-            str(encoder),
-            "--model.init_args.load_weights",
-            load_weights,
-            *extra,
-        ]
-        cli_main(["fit", *args])
-        cli = cli_main(["test", *args])
-        results[name] = {
-            k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")
-        }
-        timings[f"probe {name}"] = time.time() - start
+            "--config", str(configs / "probe.yaml"), "--trainer.default_root_dir", str(probe_root),
+            "--model.init_args.encoder_checkpoint", str(encoder),
+            "--model.init_args.load_weights", load_weights, *extra,
+        ]  # fmt: skip
+        metrics, record = fit_and_test(args, probe_root, f"the probe on the {name} encoder")
+        results[name] = {k: v for k, v in metrics.items() if k.startswith("test/")}
+        timings[f"probe {name}"] = 60 * record["minutes"]
     print_table(results, timings)
     (root / "demo_results.json").write_text(json.dumps({"results": results, "seconds": timings}, indent=2))
     return results

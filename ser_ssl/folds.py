@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from ser_ssl.errors import MissingFileError
+from ser_ssl.experiments import cell, console, fit_and_test, mean_std, resolved_config
 
 FOLD_ARG = "--data.init_args.source.init_args.test_fold"
 ROOT_ARG = "--trainer.default_root_dir"
@@ -43,68 +39,37 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     return parser.parse_known_args(argv)
 
 
-def option_values(args: Sequence[str], name: str) -> list[str]:
-    """Values of ``name X`` and ``name=X`` in a command line, in order."""
-    values = []
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            values.append(args[i + 1])
-        elif arg.startswith(name + "="):
-            values.append(arg.split("=", 1)[1])
-    return values
-
-
 def default_root(cli_args: Sequence[str]) -> Path:
-    """The ``trainer.default_root_dir`` the run would use: the command line's last, else the last
-    ``--config`` file that sets one, else ``runs/folds``."""
-    explicit = option_values(cli_args, ROOT_ARG)
-    if explicit:
-        return Path(explicit[-1])
-    root = None
-    for config in option_values(cli_args, "--config"):
-        path = Path(config)
-        if not path.is_file():
-            continue  # ser-ssl itself reports the missing file
-        trainer = (yaml.safe_load(path.read_text()) or {}).get("trainer") or {}
-        root = trainer.get("default_root_dir", root)
+    """The ``trainer.default_root_dir`` the run would use, as the CLI resolves it; ``runs/folds``
+    when it sets none."""
+    root = (resolved_config(cli_args).get("trainer") or {}).get("default_root_dir")
     return Path(root or "runs/folds")
 
 
 def run_folds(folds: Sequence[int], cli_args: Sequence[str], root: Path) -> dict[int, dict[str, float]]:
     """``fit`` then ``test`` for each fold into ``root/fold_<k>``; the test metrics of each fold."""
-    from ser_ssl.cli import cli_main
-
     results = {}
     for k in folds:
         args = [*cli_args, FOLD_ARG, str(k), ROOT_ARG, str(root / f"fold_{k}")]
-        cli_main(["fit", *args])
-        cli_main(["test", *args])
-        metrics = root / f"fold_{k}" / "test_metrics.json"
-        if not metrics.is_file():
-            raise MissingFileError(f"fold {k}: the test wrote no {metrics}")
-        results[k] = json.loads(metrics.read_text())
+        results[k], _ = fit_and_test(args, root / f"fold_{k}", f"fold {k}")
     return results
 
 
 def summarize(per_fold: dict[int, dict[str, float]]) -> dict:
     """Per-fold metrics with their mean and sample standard deviation (``None`` for one fold)."""
     names = sorted({name for metrics in per_fold.values() for name in metrics})
-    mean, std = {}, {}
-    for name in names:
-        values = [metrics[name] for metrics in per_fold.values() if name in metrics]
-        mean[name] = statistics.fmean(values)
-        std[name] = statistics.stdev(values) if len(values) > 1 else None
-    return {"folds": {str(k): v for k, v in per_fold.items()}, "mean": mean, "std": std}
+    stats = {name: mean_std([m[name] for m in per_fold.values() if name in m]) for name in names}
+    return {
+        "folds": {str(k): v for k, v in per_fold.items()},
+        "mean": {name: mean for name, (mean, _) in stats.items()},
+        "std": {name: std for name, (_, std) in stats.items()},
+    }
 
 
 def markdown_table(summary: dict) -> str:
     """The summary as a Markdown table: a row per fold and a final ``mean ± std`` row."""
     names = list(summary["mean"])
     short = [name.removeprefix("test/") for name in names]
-
-    def cell(value: float | None) -> str:
-        return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
-
     lines = ["| fold | " + " | ".join(short) + " |", "|---" * (len(names) + 1) + "|"]
     for fold, metrics in summary["folds"].items():
         lines.append(f"| {fold} | " + " | ".join(cell(metrics.get(n)) for n in names) + " |")
@@ -128,10 +93,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def entry_point() -> None:
-    """Console-script entry (``ser-ssl-folds``): user errors print one line, as ``ser-ssl`` does."""
-    from ser_ssl.cli import exit_on_user_error
-
-    exit_on_user_error(main, "ser-ssl-folds")
+    """Console-script entry (``ser-ssl-folds``)."""
+    console(main, "ser-ssl-folds")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,8 @@ commands) and ``ablations.png``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import hashlib
-import io
 import json
 import shlex
 import statistics
@@ -43,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ser_ssl.errors import ConfigError, MissingFileError
+from ser_ssl.experiments import cell, console, fit_and_test, mean_std, resolved_config, run_commands
 from ser_ssl.files import atomic_write_text
-from ser_ssl.folds import option_values
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,7 @@ class Runner:
             began = time.time()
             atomic_write_text(attempts_file, json.dumps([*attempts, [began, None]]))
             resume = ["--ckpt_path", "last"] if resumable else []
-            record = self._run(root, [("fit", args + resume)])
+            record = run_commands(root, [("fit", args + resume)])
             atomic_write_text(attempts_file, json.dumps([*attempts, [began, time.time()]]))
             record["minutes"] += sum(end - start for start, end in attempts) / 60
             record["attempts"] = len(attempts) + 1
@@ -189,12 +187,8 @@ class Runner:
         mark = fingerprint(args, upstream)
         record = self._done(root, mark)
         if record is None:
-            record = self._run(root, [("fit", args), ("test", args)])
-            record["fingerprint"] = mark
-            metrics = root / "test_metrics.json"
-            if not metrics.is_file():
-                raise MissingFileError(f"{row.name}, seed {seed}: the test wrote no {metrics}")
-            record["metrics"] = json.loads(metrics.read_text())
+            metrics, record = fit_and_test(args, root, f"{row.name}, seed {seed}")
+            record["fingerprint"], record["metrics"] = mark, metrics
             atomic_write_text(root / "result.json", json.dumps(record, indent=2))
         if self.metric not in record["metrics"]:
             raise ConfigError(
@@ -222,39 +216,12 @@ class Runner:
         result = root / "result.json"
         return json.loads(result.read_text()) if result.is_file() else None
 
-    @staticmethod
-    def _run(root: Path, steps: list[tuple[str, list[str]]]) -> dict:
-        """Run ``ser-ssl <subcommand> <args>`` for each step; the record of the whole run."""
-        from ser_ssl.cli import cli_main
-
-        commands = [shlex.join(["ser-ssl", sub, *args]) for sub, args in steps]
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "command.txt").write_text("\n".join(commands) + "\n")
-        start = time.perf_counter()
-        for sub, args in steps:
-            cli_main([sub, *args])
-        return {"minutes": (time.perf_counter() - start) / 60, "commands": commands}
-
 
 def encoder_config(pretrain_args: list[str]) -> str:
     """The encoder (class and arguments, as JSON) that ``ser-ssl fit <pretrain_args>`` would build,
-    resolved by the CLI's own parser (``--print_config``), so the random-encoder row probes the
-    pretraining's architecture, overrides included, without waiting for a pretraining."""
-    import yaml
-
-    from ser_ssl.cli import cli_main
-
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            cli_main(["fit", *pretrain_args, "--print_config"])
-    except SystemExit as done:
-        if done.code not in (0, None):
-            raise ConfigError(
-                f"the pretraining options do not parse (see above): {shlex.join(pretrain_args)}"
-            ) from None
-    config = yaml.safe_load(printed.getvalue()) or {}
-    encoder = config.get("model", {}).get("init_args", {}).get("encoder")
+    resolved by the CLI's own parser, so the random-encoder row probes the pretraining's
+    architecture, overrides included, without waiting for a pretraining."""
+    encoder = resolved_config(pretrain_args).get("model", {}).get("init_args", {}).get("encoder")
     if encoder is None:
         raise ConfigError(f"the pretraining builds no model.init_args.encoder: {shlex.join(pretrain_args)}")
     return json.dumps(encoder)
@@ -273,13 +240,10 @@ def close_attempts(attempts: list[list[float | None]], checkpoint_time: float | 
 
 
 def fingerprint(args: list[str], upstream: str = "") -> str:
-    """What a run's result depends on: its options, the contents of the config files they name, and
-    the fingerprint of the pretraining it starts from."""
+    """What a run's result depends on: its whole config as the CLI resolves it (options, the config
+    files' contents, the code's defaults) and the fingerprint of the pretraining it starts from."""
     digest = hashlib.sha256(upstream.encode())
-    digest.update("\0".join(args).encode())
-    for config in option_values(args, "--config"):
-        path = Path(config)
-        digest.update(path.read_bytes() if path.is_file() else b"missing")
+    digest.update(json.dumps(resolved_config(args), sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
@@ -288,11 +252,11 @@ def summarize(lines: list[dict]) -> list[dict]:
     rows = []
     for name in dict.fromkeys(line["row"] for line in lines):
         mine = [line for line in lines if line["row"] == name]
-        values = [line["value"] for line in mine]
+        mean, std = mean_std([line["value"] for line in mine])
         pretrain = [line["pretrain_minutes"] for line in mine if line["pretrain_minutes"] is not None]
         rows.append({
             "row": name, "label": mine[0]["label"], "group": mine[0]["group"], "seeds": len(mine),
-            "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "mean": mean, "std": std,
             "pretrain_minutes": statistics.fmean(pretrain) if pretrain else None,
             "minutes": statistics.fmean(line["minutes"] for line in mine), "commands": mine[0]["commands"],
         })  # fmt: skip
@@ -302,16 +266,13 @@ def summarize(lines: list[dict]) -> list[dict]:
 def markdown(summary: list[dict], metric: str) -> str:
     """The table (a row per line of ``summary``), then the commands that made each row's first seed."""
 
-    def cell(value: float | None, digits: int = 3) -> str:
-        return "n/a" if value is None else f"{value:.{digits}f}"
-
     lines = [
         f"| row | {metric} (mean ± std) | seeds | pretraining min | probe / fine-tune min |",
         "|---|---|---|---|---|",
     ]
     for r in summary:
         lines.append(
-            f"| {r['label']} | {cell(r['mean'])} ± {cell(r['std'])} | {r['seeds']} | "
+            f"| {r['label']} | {cell(r['mean'], 3)} ± {cell(r['std'], 3)} | {r['seeds']} | "
             f"{cell(r['pretrain_minutes'], 1)} | {cell(r['minutes'], 1)} |"
         )
     lines += [
@@ -384,10 +345,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 def entry_point() -> None:
-    """Console-script entry (``ser-ssl-results``): user errors print one line, as ``ser-ssl`` does."""
-    from ser_ssl.cli import exit_on_user_error
-
-    exit_on_user_error(main, "ser-ssl-results")
+    """Console-script entry (``ser-ssl-results``)."""
+    console(main, "ser-ssl-results")
 
 
 if __name__ == "__main__":

@@ -41,11 +41,11 @@ def test_every_views_preset_is_an_ablation_row():
 
 def test_a_run_made_with_other_settings_is_refused(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("a: 1\n")
+    config.write_text("trainer:\n  max_epochs: 1\n")
     first = results.fingerprint(["--config", str(config)])
     assert results.Runner._done(tmp_path / "run", first) is None  # new: marked, nothing to read
     assert results.Runner._done(tmp_path / "run", first) is None  # same settings: still welcome
-    config.write_text("a: 2\n")
+    config.write_text("trainer:\n  max_epochs: 2\n")
     changed = results.fingerprint(["--config", str(config)])
     assert changed != first and changed != results.fingerprint(["--config", str(config)], upstream=first)
     with pytest.raises(ConfigError, match="other settings"):
