@@ -26,14 +26,13 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
-from torch import nn
 
-from ser_ssl.augment import BatchTransform, MixBack, mix_back
+from ser_ssl.augment import BatchTransform
 
 if TYPE_CHECKING:
     import lightning as L
 
-    from ser_ssl.augment import Augmentations
+    from ser_ssl.augment.compose import Stage
     from ser_ssl.tasks import SimCLR
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -105,7 +104,7 @@ class StageRecord:
 class ViewRecord:
     """Everything :meth:`SimCLR.make_views` computed for one view of one clip, ``[1, n_mels, frames]`` each.
 
-    ``lam`` is the drawn mix-back λ (``None`` with mix-back off, or when it could not be recovered);
+    ``lam`` is the drawn mix-back λ (``None`` with mix-back off);
     ``index`` is the clip's position in the training dataset when the batch carries it.
     """
 
@@ -131,44 +130,12 @@ def _keep(x: torch.Tensor) -> torch.Tensor:
     return x.detach().cpu().clone()
 
 
-def _rng_devices(x: torch.Tensor) -> list[torch.device]:
-    return [x.device] if x.device.type == "cuda" else []
-
-
-def _mix(
-    mixback: nn.Module, views: torch.Tensor, backgrounds: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The mixed views exactly as ``mixback(views, backgrounds)`` makes them, and the ``[N, V]`` λ drawn.
-
-    ``MixBack.forward`` draws λ internally, so λ is redrawn here the same way on a forked RNG and the
-    module's own output is used: the RNG advances exactly as in training, and λ is returned only when the
-    redraw reproduces the module's output bit for bit (else a warning and ``None``, e.g. for a subclass
-    that draws differently).
-    """
-    n, v = views.shape[:2]
-    lam = None
-    if isinstance(mixback, MixBack):
-        with torch.random.fork_rng(devices=_rng_devices(views)):
-            lam = torch.rand(n, 1 if mixback.shared_lambda else v, device=views.device) * mixback.alpha
-            lam = lam.expand(n, v)
-            replica = mix_back(views.flatten(0, 1), backgrounds.flatten(0, 1), lam.reshape(-1)).view_as(views)
-    mixed = mixback(views, backgrounds)
-    if lam is None or not torch.equal(replica, mixed):
-        warnings.warn(
-            f"could not recover the mix-back λ drawn by {type(mixback).__name__}; views are shown without it",
-            stacklevel=3,
-        )
-        return mixed, None
-    return mixed, lam
-
-
-def _stage_records(augment: Augmentations, x: torch.Tensor, rows: Sequence[int]) -> list[list[StageRecord]]:
-    """Per row of ``x`` in ``rows``: every transform's output with its drawn parameters as a title."""
-    stages = augment.stages(x)[1:]  # [0] is the input, the standardised patch itself
+def _stage_records(stages: Sequence[Stage], rows: Sequence[int]) -> list[list[StageRecord]]:
+    """Per row in ``rows``: every transform's output with its drawn parameters as a title."""
     records = []
     for j in rows:
         row = []
-        for stage in stages:
+        for stage in stages[1:]:  # [0] is the input, the standardised patch itself
             if isinstance(stage.transform, BatchTransform) and stage.params is not None:
                 title = stage.transform.describe(stage.params, j)
             else:
@@ -180,29 +147,25 @@ def _stage_records(augment: Augmentations, x: torch.Tensor, rows: Sequence[int])
 
 @torch.no_grad()
 def record_views(model: SimCLR, batch: dict[str, torch.Tensor], clips: int = 4) -> list[ViewRecord]:
-    """Redo ``model.make_views(batch)`` step by step and keep every intermediate of the first ``clips``.
+    """Every intermediate of ``model.make_views(batch)`` (:meth:`SimCLR.view_stages`) for the first
+    ``clips`` clips, clip by clip, view by view.
 
-    The whole batch goes through every step, drawing from torch's global RNG in the same order as
-    ``make_views``, so under the same RNG state the records' :attr:`ViewRecord.final` equal its output
-    (``make_views(batch)[2 * clip + view]``). Records come clip by clip, view by view.
+    The whole batch goes through every step, so under the same RNG state the records'
+    :attr:`ViewRecord.final` equal ``make_views(batch)[2 * clip + view]``.
     """
     device = model.normalizer.mean.device
     views = batch["views"].to(device)
     backgrounds = batch["backgrounds"].to(device)
     n, v = views.shape[:2]
     clips = min(clips, n)
-    lam = None
-    mixed = views
-    if model.mixback is not None:
-        mixed, lam = _mix(model.mixback, views, backgrounds)
-    x = model.normalizer(mixed)
-    if model.second_view_augment is None:
-        flat = _stage_records(model.augment, x.flatten(0, 1), range(clips * v))
+    made = model.view_stages({"views": views, "backgrounds": backgrounds})
+    if len(made.augment) == 1:  # one pipeline over all views, clip by clip
+        flat = _stage_records(made.augment[0], range(clips * v))
         stages = [[flat[i * v + k] for k in range(v)] for i in range(clips)]
     else:
-        first = _stage_records(model.augment, x[:, 0], range(clips))
-        second = _stage_records(model.second_view_augment, x[:, 1], range(clips))
+        first, second = (_stage_records(pipeline, range(clips)) for pipeline in made.augment)
         stages = [[first[i], second[i]] for i in range(clips)]
+    mixed = views if made.mixed is None else made.mixed
     index = batch.get("index")
     records = []
     for i in range(clips):
@@ -215,9 +178,9 @@ def record_views(model: SimCLR, batch: dict[str, torch.Tensor], clips: int = 4) 
                     patch=_keep(views[i, k]),
                     background=_keep(backgrounds[i, k]),
                     mixed=_keep(mixed[i, k]),
-                    lam=None if lam is None else float(lam[i, k]),
+                    lam=None if made.lam is None else float(made.lam[i, k]),
                     mixback=model.mixback is not None,
-                    standardised=_keep(x[i, k]),
+                    standardised=_keep(made.standardised[i, k]),
                     stages=stages[i][k],
                 )
             )
@@ -235,12 +198,7 @@ def _view_row(r: ViewRecord) -> list[tuple[torch.Tensor, str, tuple[float, float
     raw = color_range(r.patch, r.background, r.mixed)
     std = color_range(r.standardised, *(s.output for s in r.stages))
     clip = f"clip {r.clip}" + (f" (#{r.index})" if r.index is not None else "")
-    if not r.mixback:
-        mixed_title = "mix-back off"
-    elif r.lam is None:
-        mixed_title = "mixed (λ unknown)"
-    else:
-        mixed_title = f"mixed λ={r.lam:.3f}"
+    mixed_title = f"mixed λ={r.lam:.3f}" if r.mixback else "mix-back off"
     return [
         (r.patch, f"{clip} view {r.view + 1}: patch", raw),
         (r.background, "background (other clip)", raw),

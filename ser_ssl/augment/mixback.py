@@ -40,10 +40,16 @@ class MixBack(nn.Module):
         self.alpha = alpha
         self.shared_lambda = shared_lambda
 
-    def forward(self, views: torch.Tensor, backgrounds: torch.Tensor) -> torch.Tensor:
-        """``views`` and ``backgrounds``: ``[B, V, 1, n_mels, frames]`` log10 patches."""
+    def sample_params(self, views: torch.Tensor) -> torch.Tensor:
+        """λ of every view, ``[B, V]``, drawn from torch's global RNG (the augmentations' protocol)."""
         b, v = views.shape[:2]
         lam = torch.rand(b, 1 if self.shared_lambda else v, device=views.device) * self.alpha
-        lam = lam.expand(b, v).reshape(-1)
-        mixed = mix_back(views.flatten(0, 1), backgrounds.flatten(0, 1), lam)
+        return lam.expand(b, v)
+
+    def apply(self, views: torch.Tensor, backgrounds: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """``views`` and ``backgrounds``: ``[B, V, 1, n_mels, frames]`` log10 patches; ``lam``: ``[B, V]``."""
+        mixed = mix_back(views.flatten(0, 1), backgrounds.flatten(0, 1), lam.reshape(-1))
         return mixed.view_as(views)
+
+    def forward(self, views: torch.Tensor, backgrounds: torch.Tensor) -> torch.Tensor:
+        return self.apply(views, backgrounds, self.sample_params(views))

@@ -118,7 +118,7 @@ class ViewImages(pl.Callback):
 
     At the first batch of training and of every ``every_n_epochs``-th epoch after it, draws ``clips``
     random clips of the training set as a raw batch (patches and backgrounds, before
-    ``on_after_batch_transfer`` turns them into views), redoes the model's ``make_views`` on them with
+    ``on_after_batch_transfer`` turns them into views), makes their views keeping every step with
     :func:`~ser_ssl.viz.record_views` and logs the figure with :func:`log_figure` at the step of the
     batch's ``train/loss``. A callback only sees batches after transfer, when the intermediate steps are
     gone, hence a batch of its own. It is drawn like a training batch (same dataset, same collate), but
@@ -150,9 +150,9 @@ class ViewImages(pl.Callback):
         """The views figure of this epoch, or ``None`` (with one warning) when there is none to make."""
         loader = trainer.train_dataloader
         dataset = getattr(loader, "dataset", None)
-        if not hasattr(pl_module, "make_views") or not isinstance(loader, DataLoader) or dataset is None:
+        if not hasattr(pl_module, "view_stages") or not isinstance(loader, DataLoader) or dataset is None:
             return self._skip(
-                "ViewImages needs a SimCLR-like model (make_views) and one map-style train loader"
+                "ViewImages needs a SimCLR-like model (view_stages) and one map-style train loader"
             )
         try:
             n = len(dataset)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,29 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ser_ssl.augment import Augmentations, Compression, GaussianNoise, MixBack, RandomResizedCrop
+from ser_ssl.augment.compose import Stage
 from ser_ssl.files import clip_ids
 from ser_ssl.losses import NTXentLoss
 from ser_ssl.models import ProjectionHead, VGGLike
 from ser_ssl.tasks.base import BaseTask
+
+
+@dataclass
+class ViewStages:
+    """What :meth:`SimCLR.make_views` computes, step by step (:meth:`SimCLR.view_stages`).
+
+    ``mixed`` (``None`` without mix-back) and ``standardised`` are ``[n, V, 1, n_mels, frames]``,
+    ``lam`` the drawn mix-back λ ``[n, V]``; ``augment`` holds one list of
+    :class:`~ser_ssl.augment.compose.Stage` per augmentation pipeline: one over all ``n * V`` views
+    (clip by clip), or, with ``second_view_augment``, one for the first views and one for the second.
+    """
+
+    views: torch.Tensor
+    mixed: torch.Tensor | None
+    lam: torch.Tensor | None
+    standardised: torch.Tensor
+    augment: list[list[Stage]]
+
 
 CHECKPOINT_KIND = "ser_ssl.pretrain"
 #: Checkpoint key of the ids of the clips the encoder was pretrained on.
@@ -139,15 +159,31 @@ class SimCLR(BaseTask):
 
         Returns ``[2n, 1, n_mels, frames]``, clip by clip (the two views of a clip side by side).
         """
-        views = batch["views"]
+        return self._views(batch, record=False).views
+
+    def view_stages(self, batch: dict[str, torch.Tensor]) -> ViewStages:
+        """:meth:`make_views` with every intermediate kept (for the view figures and notebook): the
+        same draws from torch's global RNG in the same order, so ``.views`` equals its output."""
+        return self._views(batch, record=True)
+
+    def _views(self, batch: dict[str, torch.Tensor], record: bool) -> ViewStages:
+        views, lam = batch["views"], None
         if self.mixback is not None:
-            views = self.mixback(views, batch["backgrounds"])
+            lam = self.mixback.sample_params(views)
+            views = self.mixback.apply(views, batch["backgrounds"], lam)
         x = self.normalizer(views)
         if self.second_view_augment is None:
-            x = self.augment(x.flatten(0, 1))
+            pipelines = [(self.augment, x.flatten(0, 1))]
         else:
-            x = torch.stack([self.augment(x[:, 0]), self.second_view_augment(x[:, 1])], 1).flatten(0, 1)
-        return x.contiguous(memory_format=self.memory_format)
+            pipelines = [(self.augment, x[:, 0]), (self.second_view_augment, x[:, 1])]
+        if record:
+            stages = [augment.stages(inputs) for augment, inputs in pipelines]
+            outs = [s[-1].output for s in stages]
+        else:
+            stages, outs = [], [augment(inputs) for augment, inputs in pipelines]
+        out = outs[0] if len(outs) == 1 else torch.stack(outs, 1).flatten(0, 1)
+        mixed = views if self.mixback is not None else None
+        return ViewStages(out.contiguous(memory_format=self.memory_format), mixed, lam, x, stages)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Views are made batched on the training device, from a seeded RNG (see :meth:`view_rng`).
