@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -30,21 +30,14 @@ from ser_ssl.eval.knn import knn_accuracy
 log = logging.getLogger("ser_ssl")
 
 
-def patches_in_batch(batch: Any) -> int:
-    """Number of spectrogram patches in a training batch, for ``ThroughputMonitor(batch_size_fn=...)``.
-
-    Accepts what the training hooks see: SimCLR's transferred views ``[2N, 1, n_mels, frames]`` (or
-    ``{"x": views, "target": ...}`` with its online probe), its raw ``{"views": [N, 2, ...]}`` dict,
-    or a labelled ``(x, y)`` pair.
-    """
-    if isinstance(batch, Mapping):
-        if "x" in batch:
-            return int(batch["x"].shape[0])
+def patches_in_batch(batch: Mapping[str, torch.Tensor]) -> int:
+    """Number of spectrogram patches in a training batch, for ``ThroughputMonitor(batch_size_fn=...)``:
+    SimCLR's made views (``x``, ``[2N, ...]``) or raw ones (``views``, ``[N, 2, ...]``), or a
+    downstream batch's ``patch``."""
+    if "views" in batch:
         views = batch["views"]
         return int(views.shape[0] * views.shape[1])
-    if isinstance(batch, (tuple, list)):
-        batch = batch[0]
-    return int(batch.shape[0])
+    return int((batch["x"] if "x" in batch else batch["patch"]).shape[0])
 
 
 class EmbeddingDiagnostics(pl.Callback):
@@ -165,8 +158,8 @@ class KNNMonitor(pl.Callback):
     At the end of every ``every_n_epochs``-th training epoch, embeds a labelled bank (train patches)
     and query set (validation patches) from ``trainer.datamodule.knn_dataloaders()`` with
     ``pl_module.encoder`` (after ``pl_module.prepare_input``) and classifies each query by its ``k``
-    nearest bank embeddings (:func:`~ser_ssl.eval.knn.knn_predict`). The loaders yield ``(x, y)`` with
-    ``x`` raw log-mel patches ``[B, 1, n_mels, frames]`` and ``y`` integer labels ``[B]``; when the
+    nearest bank embeddings (:func:`~ser_ssl.eval.knn.knn_predict`). The loaders yield
+    ``{"patch": [B, 1, n_mels, frames], "target": [B]}`` (raw log-mel patches, integer labels); when the
     data module has no such method or it returns ``None``, the monitor logs one info line and stays off.
 
     Runs at train-epoch end rather than in validation because SimCLR pretraining has no validation
@@ -213,30 +206,35 @@ class KNNMonitor(pl.Callback):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         """``{"acc", "bal_acc"}`` of the queries against the bank, with the current encoder."""
         bank_loader, query_loader = self._loaders
-        encoder: nn.Module = pl_module.encoder
-        modes = {m: m.training for m in encoder.modules()}
-        encoder.eval()
-        try:
-            bank, bank_y = self._embed(trainer, pl_module, bank_loader)
-            query, query_y = self._embed(trainer, pl_module, query_loader)
-        finally:
-            for module, training in modes.items():
-                module.train(training)
+        bank, bank_y = embed_patches(trainer, pl_module, bank_loader)
+        query, query_y = embed_patches(trainer, pl_module, query_loader)
         self.last_bank = (trainer.global_step, bank, bank_y)
         num_classes = int(max(bank_y.max(), query_y.max())) + 1
         return knn_accuracy(query, query_y, bank, bank_y, num_classes, self.k, self.temperature)
 
-    @torch.no_grad()
-    def _embed(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loader: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        embeddings, labels = [], []
-        for x, y in loader:
-            x = pl_module.prepare_input(x.to(pl_module.device, non_blocking=True))
+
+@torch.no_grad()
+def embed_patches(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, loader: Iterable[Mapping[str, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised encoder embeddings (float32) and labels of ``{"patch", "target"}`` batches of raw
+    log-mel patches (a kNN loader's), on the module's device: ``pl_module.prepare_input`` then
+    ``pl_module.encoder`` in eval mode, under the trainer's precision; each submodule's mode is
+    restored afterwards."""
+    encoder: nn.Module = pl_module.encoder
+    modes = {m: m.training for m in encoder.modules()}
+    encoder.eval()
+    embeddings, labels = [], []
+    try:
+        for batch in loader:
+            x = pl_module.prepare_input(batch["patch"].to(pl_module.device, non_blocking=True))
             with trainer.precision_plugin.forward_context():
-                h = pl_module.encoder(x)
+                h = encoder(x)
             embeddings.append(F.normalize(h.float(), dim=1))
-            labels.append(y.to(pl_module.device, torch.long))
-        if not embeddings:
-            raise ValueError("a kNN loader from knn_dataloaders() yielded no batches")
-        return torch.cat(embeddings), torch.cat(labels)
+            labels.append(batch["target"].to(pl_module.device, torch.long))
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+    if not embeddings:
+        raise ValueError("a kNN loader from knn_dataloaders() yielded no batches")
+    return torch.cat(embeddings), torch.cat(labels)

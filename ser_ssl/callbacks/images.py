@@ -15,7 +15,7 @@ import io
 import logging
 import random
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,12 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure
 from PIL import Image
-from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from ser_ssl.callbacks.diagnostics import embed_patches
 from ser_ssl.viz import figure_to_array, plot_confusion, plot_per_class, plot_views_mosaic, record_views
 
 log = logging.getLogger("ser_ssl")
@@ -331,7 +330,8 @@ class EmbeddingTable(pl.Callback):
         loader = DataLoader(
             Subset(dataset, index), batch_size, num_workers=0, collate_fn=self._bank.collate_fn
         )
-        return embed_patches(trainer, pl_module, loader)
+        embeddings, labels = embed_patches(trainer, pl_module, loader)
+        return embeddings.cpu(), labels.cpu()
 
 
 def principal_components(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -362,25 +362,3 @@ def write_embeddings_csv(path: Path, columns: list[str], labels: list[str], embe
         lines = zip(quoted.getvalue().splitlines(), numbers.getvalue().splitlines(), strict=True)
         f.writelines(f"{label},{values}\n" for label, values in lines)
     return path
-
-
-@torch.no_grad()
-def embed_patches(
-    trainer: pl.Trainer, pl_module: pl.LightningModule, loader: Sequence | DataLoader
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised encoder embeddings (float32, CPU) and labels of ``(x, y)`` batches of raw patches."""
-    encoder: nn.Module = pl_module.encoder
-    modes = {m: m.training for m in encoder.modules()}
-    encoder.eval()
-    embeddings, labels = [], []
-    try:
-        for x, y in loader:
-            x = pl_module.prepare_input(x.to(pl_module.device, non_blocking=True))
-            with trainer.precision_plugin.forward_context():
-                h = encoder(x)
-            embeddings.append(F.normalize(h.float(), dim=1).cpu())
-            labels.append(y.long().cpu())
-    finally:
-        for module, training in modes.items():
-            module.train(training)
-    return torch.cat(embeddings), torch.cat(labels)

@@ -272,15 +272,15 @@ class LabeledPatchDataset(CacheDataset):
 
 class CentrePatchDataset(LabeledPatchDataset):
     """The patch in the middle of each clip and its class: a fixed set, e.g. for the kNN monitor.
-    A batch is the tuple ``(patches, targets)``."""
+    A batch is ``{"patch": [B, 1, n_mels, patch_frames], "target": [B]}``."""
 
     def draw(self, positions: np.ndarray) -> dict:
         starts = np.maximum(self.lengths(positions) - self.patch_frames, 0) // 2
         return {"draws": self.draws(positions, starts), "target": self.targets[positions]}
 
-    def assemble(self, batch: dict, source: PatchSource) -> tuple[torch.Tensor, torch.Tensor]:
+    def assemble(self, batch: dict, source: PatchSource) -> dict[str, torch.Tensor]:
         patches, out = self.patches(batch, source)
-        return patches, out["target"]
+        return {"patch": patches, "target": out["target"]}
 
 
 class ClipWindowsDataset(LabeledPatchDataset):

@@ -185,29 +185,27 @@ class SimCLR(BaseTask):
         mixed = views if self.mixback is not None else None
         return ViewStages(out.contiguous(memory_format=self.memory_format), mixed, lam, x, stages)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Views are made batched on the training device, from a seeded RNG (see :meth:`view_rng`).
-
-        Returns the views tensor (see :meth:`training_step`); with the online probe on and a batch
-        that has ``target``, ``{"x": views, "target": [n]}`` instead, so the labels reach the step.
-        """
-        if not isinstance(batch, dict) or "views" not in batch:
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, Any]:
+        """Views are made batched on the training device, from a seeded RNG (see :meth:`view_rng`):
+        ``{"x": views, "target": ...}`` (see :meth:`training_step`; ``target`` only when the batch
+        has one and the online probe is on). Batches without ``views`` pass unchanged."""
+        if "views" not in batch:
             return batch
         with self.view_rng():
-            x = self.make_views(batch)
+            out = {"x": self.make_views(batch)}
         if self.online_classifier is not None and "target" in batch:
-            return {"x": x, "target": batch["target"]}
-        return x
+            out["target"] = batch["target"]
+        return out
 
-    def training_step(self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
-        """``batch``: the views of ``n`` clips as ``[2n, 1, n_mels, frames]``, clip by clip, or a dict
-        of them (``x``) and the clips' class indices (``target``, -1: none) for the online probe.
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        """``batch["x"]``: the views of ``n`` clips as ``[2n, 1, n_mels, frames]``, clip by clip;
+        ``batch["target"]`` (optional): the clips' class indices for the online probe (-1: none).
 
         Returns the loss with the detached embeddings ``h`` and projections ``z`` (``[n, 2, dim]``)
         for the diagnostics callbacks. With the online probe the returned loss adds the probe's
         cross-entropy (``train/loss`` stays NT-Xent alone); its gradient reaches only the probe.
         """
-        x, target = (batch["x"], batch.get("target")) if isinstance(batch, dict) else (batch, None)
+        x, target = batch["x"], batch.get("target")
         n = x.shape[0] // 2
         h = self.encoder(x)
         z = self.head(h).view(n, 2, -1)

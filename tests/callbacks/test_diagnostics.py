@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from ser_ssl.callbacks import EmbeddingDiagnostics, KNNMonitor, patches_in_batch
 
@@ -63,7 +63,7 @@ class ToyDataModule(L.LightningDataModule):
         def labelled(n: int) -> DataLoader:
             y = torch.arange(3).repeat(n)
             x = centres[y] + 0.1 * torch.randn(len(y), 1, N_MELS, FRAMES, generator=g)
-            return DataLoader(TensorDataset(x, y), batch_size=7)
+            return DataLoader([{"patch": a, "target": b} for a, b in zip(x, y, strict=True)], batch_size=7)
 
         return labelled(10), labelled(4)
 
@@ -85,16 +85,16 @@ class ToySimCLR(L.LightningModule):
         return x.float()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        return batch["views"].flatten(0, 1) if isinstance(batch, dict) else batch
+        return {"x": batch["views"].flatten(0, 1)}
 
-    def training_step(self, x: torch.Tensor, batch_idx: int):
-        h = self.encoder(x)
+    def training_step(self, batch: dict, batch_idx: int):
+        h = self.encoder(batch["x"])
         z = F.normalize(self.head(h), dim=1)
         loss = z.pow(3).sum()  # any differentiable loss will do
         self.log("train/loss", loss)
         if self.constant_z:
             z = F.normalize(torch.ones_like(z), dim=1)
-        n = x.shape[0] // 2
+        n = batch["x"].shape[0] // 2
         return {"loss": loss, "z": z.view(n, 2, -1).detach(), "h": h.view(n, 2, -1).detach()}
 
     def configure_optimizers(self):
@@ -230,5 +230,5 @@ def test_throughput_monitor_counts_patches_of_simclr_batches(tmp_path):
 def test_patches_in_batch_reads_every_batch_layout():
     views = torch.zeros(3, 2, 1, N_MELS, FRAMES)
     assert patches_in_batch({"views": views}) == 6
-    assert patches_in_batch(views.flatten(0, 1)) == 6
-    assert patches_in_batch((torch.zeros(5, 1, N_MELS, FRAMES), torch.zeros(5))) == 5
+    assert patches_in_batch({"x": views.flatten(0, 1)}) == 6
+    assert patches_in_batch({"patch": torch.zeros(5, 1, N_MELS, FRAMES), "target": torch.zeros(5)}) == 5

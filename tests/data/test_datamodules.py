@@ -191,10 +191,11 @@ def test_knn_loaders_give_centre_patches_of_the_labelled_train_and_val_clips(tin
     bank, query = dm.knn_dataloaders()
     assert len(bank.dataset) == len(dm.split_indices("train")) == 48
     assert len(query.dataset) == len(dm.split_indices("val")) == 24
-    x, y = next(iter(query))
+    first = next(iter(query))
+    x, y = first["patch"], first["target"]
     assert x.shape == (4, 1, 96, dm.patch_frames) and y.dtype == torch.long
-    assert torch.equal(next(iter(query))[0], x)  # the same patches every time
-    assert set(torch.cat([y for _, y in bank]).tolist()) == set(range(12))
+    assert torch.equal(next(iter(query))["patch"], x)  # the same patches every time
+    assert set(torch.cat([b["target"] for b in bank]).tolist()) == set(range(12))
     dm.knn_splits = None
     assert dm.knn_dataloaders() is None
 

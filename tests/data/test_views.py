@@ -182,7 +182,8 @@ def test_labelled_patches_start_on_the_window_grid(noisy_cache):
 
 def test_centre_patches(noisy_cache):
     ds = CentrePatchDataset(noisy_cache, [0, 2], [1, 0], patch_frames=20)
-    patches, targets = next(iter(DataLoader(ds, batch_size=2, collate_fn=as_batch)))
+    batch = next(iter(DataLoader(ds, batch_size=2, collate_fn=as_batch)))
+    patches, targets = batch["patch"], batch["target"]
     assert targets.tolist() == [1, 0]
     assert torch.equal(patches[0], reference_patch(noisy_cache, 0, 20, 20))  # (60 - 20) // 2
     assert torch.equal(patches[1], reference_patch(noisy_cache, 2, 0, 20))

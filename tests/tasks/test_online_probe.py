@@ -83,7 +83,7 @@ def test_online_probe_step_ignores_unlabelled_clips_and_the_encoder():
     model = SimCLR(encoder=build_module(SMALL), n_mels=N_MELS, online_probe=True, online_probe_classes=3)
     x = torch.randn(4, 1, N_MELS, FRAMES, requires_grad=True)
     out = model.training_step({"x": x, "target": torch.tensor([-1, -1])}, 0)
-    ssl_only = model.training_step(x, 0)
+    ssl_only = model.training_step({"x": x}, 0)
     assert torch.equal(out["loss"], ssl_only["loss"])  # nothing labelled: the probe adds 0
     assert patches_in_batch({"x": x, "target": torch.tensor([0, 1])}) == 4
 
@@ -94,7 +94,7 @@ def test_online_probe_step_ignores_unlabelled_clips_and_the_encoder():
 
     with_probe = encoder_grads({"x": x, "target": torch.tensor([0, 2])})
     assert model.online_classifier.weight.grad.abs().sum() > 0
-    without = encoder_grads(x)
+    without = encoder_grads({"x": x})
     assert all(torch.equal(a, b) for a, b in zip(with_probe, without, strict=True))
 
 

@@ -27,7 +27,7 @@ def test_a_few_simclr_steps_lower_the_loss_on_a_fixed_batch():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(30):
-        loss = model.training_step(x, 0)["loss"]
+        loss = model.training_step({"x": x}, 0)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -42,7 +42,7 @@ def test_batch_transfer_mixes_normalises_and_augments_views():
     views = torch.full((3, 2, 1, 16, 24), -2.0)
     backgrounds = torch.rand_like(views)  # not constant, so mix-back visibly changes the views
     batch = {"views": views, "backgrounds": backgrounds, "index": torch.arange(3)}
-    x = model.on_after_batch_transfer(batch, 0)
+    x = model.on_after_batch_transfer(batch, 0)["x"]
     assert x.shape == (6, 1, 16, 24)
     assert torch.isfinite(x).all() and x.abs().max() < 1.0  # mixed back lightly around the mean 0
     assert (x != 0).any()
@@ -66,7 +66,7 @@ def test_views_come_from_the_seed_rank_and_batch_and_leave_the_global_rng_alone(
     def views(rank: int, batch_index: int = 4) -> torch.Tensor:
         _Loop.total_batch_idx = batch_index
         model._trainer = _RankTrainer(rank)
-        return model.on_after_batch_transfer(batch, 0)
+        return model.on_after_batch_transfer(batch, 0)["x"]
 
     state = torch.get_rng_state()
     first = views(rank=0)
@@ -86,7 +86,7 @@ def test_second_view_pipeline_applies_to_the_second_view_only():
         encoder=build_module(SMALL), n_mels=16, mixback=None, augment=[], second_view_augment=[squash]
     )
     views = torch.randn(3, 2, 1, 16, 24)
-    x = model.on_after_batch_transfer({"views": views}, 0).view(3, 2, 1, 16, 24)
+    x = model.on_after_batch_transfer({"views": views}, 0)["x"].view(3, 2, 1, 16, 24)
     assert torch.allclose(x[:, 0], views[:, 0])
     assert torch.allclose(x[:, 1], views[:, 1].mean(dim=(1, 2, 3), keepdim=True).expand_as(views[:, 1]))
 
