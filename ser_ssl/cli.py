@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import importlib
 import json
+import os
+import secrets
+import string
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +32,81 @@ def _checkpoint_dir(root_dir: str | None) -> str:
 
 WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
 
+# Every task's loggers unless its config sets ``trainer.logger`` (``--print_config`` shows them):
+# a CSV file and an offline W&B run under ``trainer.default_root_dir`` (docs/dashboards.md).
+DEFAULT_LOGGERS = [
+    {"class_path": "ser_ssl.loggers.CSVLogger", "init_args": {"save_dir": "."}},
+    {"class_path": WANDB_LOGGER, "init_args": {"project": "ser-ssl"}},
+]
+
+# ``WANDB_MODE`` values (W&B's own aliases included) -> the mode ``--wandb`` would name
+WANDB_MODES = {
+    "online": "online",
+    "run": "online",
+    "offline": "offline",
+    "dryrun": "offline",
+    "disabled": "disabled",
+}
+
+
+def wandb_mode(flag: str | None) -> str:
+    """The W&B mode of a run: ``--wandb`` when given, else the ``WANDB_MODE`` environment variable,
+    else offline."""
+    if flag is not None:
+        return flag
+    env = os.environ.get("WANDB_MODE")
+    if not env:
+        return "offline"
+    if env.strip().lower() not in WANDB_MODES:
+        raise ConfigError(
+            f"WANDB_MODE={env} is not one of online, offline, disabled: change it, or pass --wandb"
+        )
+    return WANDB_MODES[env.strip().lower()]
+
+
+def recorded_versions(path: str | Path | None) -> dict[str, int | str]:
+    """The logger versions a checkpoint recorded (``{"WandbLogger": run id, "CSVLogger": N}``), or
+    none when it is missing, unreadable or older than that record."""
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # Lightning (or the model) reports an unreadable checkpoint itself, when it loads it
+        return {}
+    versions = ckpt.get(LOGGER_VERSIONS_KEY) if isinstance(ckpt, dict) else None
+    return versions if isinstance(versions, dict) else {}
+
+
+def job_type(model: Any) -> str:
+    """The W&B ``job_type`` of a ``model`` config: pretrain, probe, finetune, scratch (a fine-tuning
+    that loads no pretrained weights), export, or the class name of another task."""
+    from ser_ssl.tasks import Embed, FineTune, LinearProbe, SimCLR
+
+    class_path = getattr(model, "class_path", None) or ""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return name.lower() or "run"
+    init = getattr(model, "init_args", None) or {}
+    if not isinstance(cls, type):
+        return name.lower()
+    if issubclass(cls, SimCLR):
+        return "pretrain"
+    if issubclass(cls, LinearProbe):
+        return "probe"
+    if issubclass(cls, FineTune):
+        pretrained = init.get("encoder_checkpoint") is not None and init.get("load_weights", True)
+        return "finetune" if pretrained else "scratch"
+    if issubclass(cls, Embed):
+        return "export"
+    return name.lower()
+
+
+def new_run_id() -> str:
+    """A W&B run id, in W&B's own style (8 lower-case letters and digits)."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
 
 class ConfigToLoggers(SaveConfigCallback):
     """Besides ``config.yaml`` in the log folder, hands the full resolved config to every logger
@@ -44,9 +124,13 @@ class SERCLI(LightningCLI):
     - One checkpoint callback: ``<default_root_dir>/checkpoints`` with ``last.ckpt`` overwritten at
       every save, so ``ser-ssl test`` and ``ser-ssl validate`` with the same config find the trained
       model without being told; ``--ckpt_path`` picks another one.
-    - Loggers whose ``save_dir`` is ``.`` (W&B's default) write under ``default_root_dir`` too.
-    - ``--wandb offline|online|disabled`` switches every configured ``WandbLogger`` in one flag:
-      offline by default (no account, no network; ``wandb sync`` later).
+    - Loggers: a config without ``trainer.logger`` gets :data:`DEFAULT_LOGGERS` (CSV and W&B).
+      Those whose ``save_dir`` is ``.`` (W&B's default) write under ``default_root_dir`` too.
+    - ``--wandb offline|online|disabled`` switches every configured ``WandbLogger`` in one flag;
+      without it ``WANDB_MODE`` decides, else offline (no account, no network; ``wandb sync`` later).
+    - Each W&B run gets what its config leaves unset: ``job_type`` (pretrain, probe, finetune,
+      scratch, export), ``group`` (the W&B id of the pretraining its encoder came from, so a
+      pretraining and its downstream runs are shown together), ``name`` and ``tags``.
     - ``--auto_precision true`` picks ``trainer.precision`` for the hardware (``ser_ssl.precision``).
     """
 
@@ -55,11 +139,13 @@ class SERCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.enable_version_counter": False})
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
         parser.link_arguments("data.init_args.features.n_mels", "model.init_args.n_mels")
+        parser.set_defaults({"trainer.logger": copy.deepcopy(DEFAULT_LOGGERS)})
         parser.add_argument(
             "--wandb",
-            type=Literal["offline", "online", "disabled"],
-            default="offline",
-            help="WandbLogger mode: offline (default; `wandb sync` later), online or disabled",
+            type=Literal["offline", "online", "disabled"] | None,
+            default=None,
+            help="WandbLogger mode: offline (`wandb sync` later), online or disabled; default: the "
+            "WANDB_MODE environment variable when set, else offline",
         )
         parser.add_argument(
             "--auto_precision",
@@ -76,6 +162,7 @@ class SERCLI(LightningCLI):
             precision, why = choose_precision(detect(accelerator if isinstance(accelerator, str) else "auto"))
             rank_zero_info(f"auto_precision: trainer.precision {precision}: {why}")
             config.trainer.precision = precision
+        config.wandb = wandb_mode(config.wandb)  # the saved config.yaml records the mode used
         loggers = config.trainer.logger
         if not isinstance(loggers, list):
             return
@@ -89,10 +176,58 @@ class SERCLI(LightningCLI):
                 if config.wandb == "disabled":
                     continue
                 args.offline = config.wandb == "offline"
+                args.mode = config.wandb  # wins over WANDB_MODE, which an offline WandbLogger sets
+                self._fill_wandb(config, args)
             if args.get("save_dir") in (None, "."):
                 args.save_dir = config.trainer.default_root_dir or "."
             kept.append(logger)
         config.trainer.logger = kept or True  # Lightning's default logger when W&B was the only one
+
+    def _fill_wandb(self, config: Any, args: Any) -> None:
+        """Set what the config left unset of a W&B run: ``job_type`` from the task, ``group`` (see
+        :meth:`_wandb_group`), ``name`` from the run folder (``-test``/``-validate`` added for those
+        commands) and ``tags`` ``[job_type, subcommand]``."""
+        job = job_type(config.model)
+        command = self.subcommand or "fit"
+        if args.get("job_type") is None:
+            args.job_type = job
+        if args.get("group") is None:
+            args.group = self._wandb_group(config, args)
+        if args.get("name") is None:
+            folder = Path(config.trainer.default_root_dir or ".").resolve().name or "run"
+            args.name = folder if command in ("fit", "predict") else f"{folder}-{command}"
+        if args.get("tags") is None:
+            args.tags = [job, command]
+
+    def _wandb_group(self, config: Any, args: Any) -> str | None:
+        """The W&B group of a run: the W&B id of the run its encoder comes from.
+
+        - With ``model.init_args.encoder_checkpoint`` (probe, fine-tuning, export): the id that
+          pretraining recorded in its checkpoint; the pretraining run folder's name when it ran
+          without W&B.
+        - Otherwise (pretraining, training from scratch) ``fit`` is its own group: its id (a new
+          one is chosen here, or the resumed run's); ``validate``/``test`` join the group of the
+          run that wrote the checkpoint they evaluate.
+        """
+        init = getattr(config.model, "init_args", None) or {}
+        encoder = init.get("encoder_checkpoint")
+        if encoder is not None:
+            recorded = recorded_versions(encoder).get("WandbLogger")
+            if recorded is not None:
+                return str(recorded)
+            path = Path(encoder)
+            if not path.is_file():
+                return None  # the model reports the missing checkpoint
+            return path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
+        if self.subcommand in (None, "fit"):
+            if args.get("version") is None and args.get("id") is None:
+                args.version = new_run_id()
+            return str(args.get("version") or args.get("id"))
+        path = config.get("ckpt_path")
+        if path in (None, "last"):
+            path = Path(_checkpoint_dir(config.trainer.default_root_dir)) / "last.ckpt"
+        recorded = recorded_versions(path).get("WandbLogger")
+        return None if recorded is None else str(recorded)
 
     @staticmethod
     def _logger_versions(config: Any) -> dict[str, int | str]:
@@ -101,14 +236,7 @@ class SERCLI(LightningCLI):
         path = config.get("ckpt_path")
         if path == "last":
             path = Path(_checkpoint_dir(config.trainer.default_root_dir)) / "last.ckpt"
-        if path is None or not Path(path).is_file():
-            return {}
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # Lightning reports an unreadable checkpoint itself, when it loads it
-            return {}
-        versions = ckpt.get(LOGGER_VERSIONS_KEY) if isinstance(ckpt, dict) else None
-        return versions if isinstance(versions, dict) else {}
+        return recorded_versions(path)
 
     def _check_data(self) -> None:
         """Catch a mismatch between a pretrained encoder and the data before the cache is built."""
