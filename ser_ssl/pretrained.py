@@ -13,14 +13,19 @@ settings, the log-mel settings, the window length, the class names) and ``README
 written from the run. Loading needs ser-ssl's encoders and front end, not its training code or the
 checkpoint's torch version; like a checkpoint, a folder only builds ser-ssl's own encoders unless
 ``SER_SSL_TRUST_CHECKPOINTS=1`` (see :func:`~ser_ssl.tasks.checkpoint.check_trusted`).
+
+``--torchscript`` and ``--onnx`` (:func:`export_portable`) add ``model.torchscript.pt`` and ``model.onnx``,
+which run without ser-ssl: audio windows -> embeddings (and class scores), see :class:`PortableModel`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ from torch import nn
 
 from ser_ssl import __version__
 from ser_ssl.audio import LogMelConfig, Standardize, load_audio
+from ser_ssl.errors import UserError
 from ser_ssl.hear import HEARModel
 from ser_ssl.tasks.checkpoint import CheckpointError, build_module, check_trusted, read_pretrained
 from ser_ssl.tasks.downstream import HEAD_KEY
@@ -40,6 +46,9 @@ from ser_ssl.tasks.simclr import CHECKPOINT_KIND
 FORMAT = "ser-ssl-model"
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+# export_portable: files that run without ser-ssl (TorchScript: torch only; ONNX: onnxruntime)
+PORTABLE = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+ONNX_OPSET = 18  # STFT came in 17; 18 is torch.onnx's own (its default, 20, is converted up from it)
 
 
 class PretrainedModel(HEARModel):
@@ -193,6 +202,170 @@ def from_pretrained(path: str | Path) -> PretrainedModel:
     return model.eval()
 
 
+class PortableExportError(UserError, RuntimeError):
+    """A model that could not be written as TorchScript or ONNX, or whose file computes other numbers."""
+
+
+class PortableModel(nn.Module):
+    """What ``model.torchscript.pt`` and ``model.onnx`` compute: audio windows ``[B, window_samples]``
+    at ``sample_rate`` -> embeddings ``[B, D]`` and, for a model with a classifier, also class
+    probabilities ``[B, classes]`` (softmax, or sigmoid when multi-label). For windows of
+    ``window_samples`` samples these are ``model.embed(windows)`` and ``model.classify(windows)``: a
+    window of ``(patch_frames - 1) * hop_length`` samples gives exactly one window of log-mel frames.
+    """
+
+    def __init__(self, model: PretrainedModel) -> None:
+        super().__init__()
+        self.logmel, self.normalizer, self.encoder = model.logmel, model.normalizer, model.encoder
+        self.classifier = model.classifier
+        self.multilabel = model.multilabel
+        self.window_samples = (model.patch_frames - 1) * model.logmel.config.hop_length
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(self.normalizer(self.logmel(audio).unsqueeze(1)))
+        if self.classifier is None:
+            return h
+        logits = self.classifier(h)
+        return h, torch.sigmoid(logits) if self.multilabel else F.softmax(logits, dim=-1)
+
+
+def export_portable(
+    model: str | Path | PretrainedModel,
+    out_dir: str | Path | None = None,
+    formats: Sequence[str] = ("torchscript", "onnx"),
+) -> dict[str, Path]:
+    """Write ``model.torchscript.pt`` and/or ``model.onnx`` of an exported folder (into that folder
+    unless ``out_dir`` is given) or of a :class:`PretrainedModel` (into ``out_dir``).
+
+    Both hold the whole path from audio to embedding (log-mel, standardisation, encoder) and the
+    classifier when there is one: see :class:`PortableModel` for what they take and give; the batch
+    size is free, the window length fixed. TorchScript needs only torch to run, ONNX only
+    onnxruntime; writing ONNX needs ``onnx`` and ``onnxscript`` (``pip install 'ser-ssl[onnx]'``): the
+    log-mel's STFT has complex values, which only ``torch.onnx.export(dynamo=True)`` translates, to
+    opset 18. Each file is run once on random audio (ONNX when onnxruntime is installed) and must
+    give the model's numbers. Returns the paths written, by format.
+    """
+    unknown = [f for f in formats if f not in PORTABLE]
+    if unknown or not formats:
+        raise ValueError(f"formats must be some of {sorted(PORTABLE)}, got {list(formats)}")
+    if isinstance(model, PretrainedModel):
+        if out_dir is None:
+            raise ValueError("export_portable(model) needs out_dir (a folder to write the files into)")
+    else:
+        out_dir = model if out_dir is None else out_dir
+        model = from_pretrained(model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = PortableModel(copy.deepcopy(model).cpu().eval()).eval()
+    outputs = ["embedding"] if net.classifier is None else ["embedding", "scores"]
+    info = {
+        "input": {"name": "audio", "shape": ["batch", net.window_samples], "sample_rate": model.sample_rate},
+        "outputs": {"embedding": ["batch", model.encoder.embed_dim]}
+        | ({"scores": ["batch", len(model.class_names)]} if net.classifier is not None else {}),
+        "scores": None if net.classifier is None else ("sigmoid" if model.multilabel else "softmax"),
+        "classes": model.class_names,
+        "onnx_opset": ONNX_OPSET,
+        "files": {f: PORTABLE[f] for f in formats},
+    }
+    example = torch.randn(2, net.window_samples)  # not 1: torch.export would fix the batch size at 1
+    written = {}
+    for fmt in formats:
+        path = out / PORTABLE[fmt]
+        write = _write_torchscript if fmt == "torchscript" else _write_onnx
+        try:
+            run = write(net, example, outputs, path, info)
+        except PortableExportError:
+            raise
+        except Exception as err:
+            cause = err
+            while cause.__cause__ is not None:  # torch.onnx wraps torch.export's error
+                cause = cause.__cause__
+            reason = next(iter(str(cause).strip().splitlines()), "")
+            raise PortableExportError(
+                f"{type(model.encoder).__name__} could not be exported to {fmt}: "
+                f"{type(cause).__name__}: {reason}"
+            ) from err
+        if run is not None:
+            try:
+                _check_parity(fmt, run, net)
+            except PortableExportError:
+                path.unlink()  # a file that computes other numbers is not left behind
+                raise
+        written[fmt] = path
+    if (out / CONFIG).is_file():  # the exported folder: record what the files take and give
+        config = json.loads((out / CONFIG).read_text())
+        config["portable"] = info | {
+            "files": {**config.get("portable", {}).get("files", {}), **info["files"]}
+        }
+        (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return written
+
+
+def _write_torchscript(
+    net: PortableModel, example: torch.Tensor, outputs: list[str], path: Path, info: dict
+) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    with torch.no_grad(), warnings.catch_warnings():
+        # LogMel's "shorter than one FFT?" test on the length: a constant, as the window length is
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(net, example)
+    traced.save(str(path), _extra_files={"ser_ssl.json": json.dumps(info)})
+    loaded = torch.jit.load(str(path))
+
+    def run(audio: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad():
+            out = loaded(audio)
+        return list(out) if isinstance(out, tuple) else [out]
+
+    return run
+
+
+def _write_onnx(
+    net: PortableModel, example: torch.Tensor, outputs: list[str], path: Path, info: dict
+) -> Callable[[torch.Tensor], list[torch.Tensor]] | None:
+    try:
+        import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
+    except ImportError as err:
+        raise PortableExportError(
+            "ONNX export needs the onnx and onnxscript packages: pip install 'ser-ssl[onnx]'"
+        ) from err
+    program = torch.onnx.export(
+        net,
+        (example,),
+        dynamo=True,
+        opset_version=ONNX_OPSET,
+        input_names=["audio"],
+        output_names=outputs,
+        dynamic_shapes=({0: "batch"},),
+        verbose=False,
+    )
+    program.model.metadata_props["ser_ssl"] = json.dumps(info)
+    program.save(str(path))
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda audio: [torch.from_numpy(o) for o in session.run(outputs, {"audio": audio.numpy()})]
+
+
+def _check_parity(
+    fmt: str, run: Callable[[torch.Tensor], list[torch.Tensor]], net: PortableModel, atol: float = 1e-4
+) -> None:
+    """The written file on random audio, batches of 3 and 1, against the model itself."""
+    for batch in (3, 1):
+        audio = torch.randn(batch, net.window_samples, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = net(audio)
+        expected = list(expected) if isinstance(expected, tuple) else [expected]
+        got = run(audio)
+        worst = max((g - e).abs().max().item() for g, e in zip(got, expected, strict=True))
+        if not worst <= atol * (1 + max(e.abs().max().item() for e in expected)):
+            raise PortableExportError(
+                f"the {fmt} file of {type(net.encoder).__name__} gives other numbers than the model "
+                f"(batch of {batch}: differences up to {worst:.3g}); it cannot be exported faithfully"
+            )
+
+
 def model_card(config: dict, model: PretrainedModel, checkpoint: Path, ckpt: dict) -> str:
     """A README for the folder: what the model is, what it was trained on, its results, how to use it."""
     spec = config["encoder"]
@@ -266,13 +439,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m ser_ssl.pretrained",
         description="Export a ser-ssl checkpoint (pretraining, probe or fine-tune) to a portable folder: "
-        "model.safetensors, config.json and a model card README.md.",
+        "model.safetensors, config.json and a model card README.md; with --torchscript and --onnx also "
+        "files that run without ser-ssl.",
     )
     parser.add_argument("checkpoint", help="a .ckpt written by ser-ssl fit")
     parser.add_argument("out_dir", help="the folder to write")
+    parser.add_argument(
+        "--torchscript",
+        action="store_true",
+        help=f"also write {PORTABLE['torchscript']} (runs with torch only)",
+    )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help=f"also write {PORTABLE['onnx']} (runs with onnxruntime; needs pip install 'ser-ssl[onnx]')",
+    )
     args = parser.parse_args(argv)
     out = export(args.checkpoint, args.out_dir)
-    print(f"wrote {out}: {WEIGHTS}, {CONFIG}, {CARD}")
+    formats = [f for f in PORTABLE if getattr(args, f)]
+    portable = export_portable(out, formats=formats) if formats else {}
+    print(f"wrote {out}: {', '.join([WEIGHTS, CONFIG, CARD, *(p.name for p in portable.values())])}")
 
 
 if __name__ == "__main__":

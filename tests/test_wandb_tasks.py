@@ -34,7 +34,10 @@ def offline_runs(root: Path, count: int) -> list:
     deadline = time.monotonic() + 60
     while True:
         runs = []
-        for run_file in sorted(root.glob("wandb/offline-run-*/run-*.wandb")):
+        # oldest first: by the start second in the folder's name, then (runs that started in the same
+        # second) by when their files were last written
+        files = root.glob("wandb/offline-run-*/run-*.wandb")
+        for run_file in sorted(files, key=lambda p: (p.parent.name.split("-")[2], p.stat().st_mtime)):
             try:
                 runs += [r.run for r in _records(run_file) if r.WhichOneof("record_type") == "run"][:1]
             except (AssertionError, DecodeError):  # not yet written: no header, a record half written

@@ -133,17 +133,13 @@ def test_frame_layout_keeps_each_instant_once_in_time_order():
 
 @pytest.mark.slow
 def test_hear_wrapper_agrees_with_export(exported, pretrained):
-    """Same windows, frames and timestamps; only the cache's float16 log-mel differs (about 1e-3)."""
+    """The same clip embeddings (same windows; only the cache's float16 log-mel differs, about 1e-3).
+    HEAR's timestamp frames follow their own regular grid (tests/test_hear.py)."""
     from ser_ssl import hear
 
     model = hear.load_model(str(pretrained / "pretrain" / "checkpoints" / "last.ckpt"))
     out, frames = np.load(exported / "embeddings.npz"), np.load(exported / "frames.npz")
-    offsets = frames["offsets"]
-    for i in (0, int(np.argmax(np.diff(offsets)))):
+    for i in (0, int(np.argmax(np.diff(frames["offsets"])))):
         audio = load_audio(out["paths"][i], model.sample_rate)[None]
         scene = hear.get_scene_embeddings(audio, model)[0].numpy()
-        seq, stamps = hear.get_timestamp_embeddings(audio, model)
         np.testing.assert_allclose(scene, out["embeddings"][i], atol=5e-3)
-        rows = slice(offsets[i], offsets[i + 1])
-        np.testing.assert_allclose(seq[0].numpy(), frames["frames"][rows], atol=5e-3)
-        np.testing.assert_allclose(stamps[0].numpy() / 1000, frames["timestamps"][rows], rtol=1e-6)
