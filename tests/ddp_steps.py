@@ -57,6 +57,7 @@ def main(out: str, devices: int, batch_size: int, sync_bn: bool) -> None:
         n_mels=N_MELS,
         optimizer="sgd",
         lr=0.05,
+        warmup_epochs=0,  # a warm-up in epochs spans other step counts in the two set-ups
     )
     trainer = L.Trainer(
         accelerator="cpu",

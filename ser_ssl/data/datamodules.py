@@ -69,8 +69,8 @@ class AudioDataModule(L.LightningDataModule):
         pin_memory: page-locked batches for faster host-to-GPU copies (useless on CPU).
         persistent_workers: keep DataLoader workers between epochs instead of starting them afresh at
             each epoch's start, where on 2 CPU cores they compete with training (a profiled 3-epoch
-            pretraining: 3.41 s a step with fresh workers, 2.80 s with kept ones; the configs turn it
-            on); a resumed run then draws other patches than an uninterrupted one would.
+            pretraining: 3.41 s a step with fresh workers, 2.80 s with kept ones); a resumed run then
+            draws other patches than an uninterrupted one would (``false`` for exact resumes).
         predict_split: the split ``ser-ssl predict`` embeds (:meth:`predict_dataloader`); ``None``:
             every usable clip.
         device_cache: where training patches are cut. ``never``: in the loader, from the memmap.
@@ -95,7 +95,7 @@ class AudioDataModule(L.LightningDataModule):
         train_split: str = "train",
         predict_split: str | None = None,
         pin_memory: bool = False,
-        persistent_workers: bool = False,
+        persistent_workers: bool = True,
         device_cache: Literal["never", "auto", "always"] = "never",
         device_cache_share: float = 0.5,
     ) -> None:

@@ -334,13 +334,22 @@ class LinearProbe(DownstreamTask):
             later epochs. Needs a finite set of training patches: the data module's
             ``train_hop_frames`` (``configs/probe.yaml`` sets it); with random starts (``null``)
             nothing repeats, so the probe warns and embeds every batch.
+        lr, weight_decay, warmup_epochs: as in :class:`~ser_ssl.tasks.base.BaseTask`, with the
+            probe's defaults (a linear layer on normalised embeddings takes a larger step).
         **kwargs: the settings of :class:`DownstreamTask`.
     """
 
     freeze_encoder = True
 
-    def __init__(self, cache_embeddings: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        cache_embeddings: bool = True,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        warmup_epochs: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, **kwargs)
         self.cache_embeddings = cache_embeddings
         self.memo: EmbeddingMemo | None = None
 
@@ -377,7 +386,7 @@ class FineTune(DownstreamTask):
         encoder_lr: peak learning rate of the encoder (the classifier uses ``lr``).
     """
 
-    def __init__(self, encoder_lr: float = 0.01, **kwargs: Any) -> None:
+    def __init__(self, encoder_lr: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder_lr = encoder_lr
 

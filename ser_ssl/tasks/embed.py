@@ -74,7 +74,7 @@ class Embed(BaseTask):
         encoder_checkpoint: str,
         frame_level: bool = False,
         n_mels: int = 96,
-        channels_last: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(n_mels=n_mels, channels_last=channels_last)
         self.save_hyperparameters()
