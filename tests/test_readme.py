@@ -72,10 +72,13 @@ def anchors(text: str) -> set[str]:
 
 
 def module_exists(name: str) -> bool:
+    """A module or regular package; not a namespace package, which any folder in the working
+    directory (``runs/``, ``data/``) would make on this machine and not on a fresh clone."""
     try:
-        return importlib.util.find_spec(name) is not None
+        spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return False
+    return spec is not None and spec.origin not in (None, "namespace")
 
 
 def problems(path: Path, text: str, root: Path = ROOT) -> list[str]:
