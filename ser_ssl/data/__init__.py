@@ -11,6 +11,7 @@ from ser_ssl.data.sources import (
     FSDnoisy18k,
     UrbanSound8K,
 )
+from ser_ssl.data.synthetic import SyntheticSource
 
 __all__ = [
     "ESC50",
@@ -23,6 +24,7 @@ __all__ = [
     "FolderSource",
     "LabeledDataModule",
     "SSLDataModule",
+    "SyntheticSource",
     "UrbanSound8K",
     "read_manifest",
 ]

@@ -24,6 +24,7 @@ from ser_ssl.audio import LogMelConfig
 from ser_ssl.data.cache import FeatureCache, build_cache
 from ser_ssl.data.manifest import Clip
 from ser_ssl.data.sources import CSVManifest, DataSource
+from ser_ssl.data.synthetic import SyntheticSource
 from ser_ssl.data.views import (
     CacheDataset,
     CentrePatchDataset,
@@ -55,10 +56,9 @@ class AudioDataModule(L.LightningDataModule):
         manifest: CSV with ``filename,label[,split,group,fold]`` (paths relative to the CSV), the
             shorthand for ``source: {class_path: ser_ssl.data.CSVManifest, init_args: {path: ...}}``.
         source: the data set (a :class:`~ser_ssl.data.sources.DataSource`: FolderSource, FSD50K,
-            FSDnoisy18k, ESC50, UrbanSound8K, CSVManifest); presets in ``configs/data/``. With
-            neither ``manifest`` nor ``source`` the built-in synthetic data set is used, generated
-            under ``synthetic_root`` when missing.
-        synthetic_root: where the built-in data set lives.
+            FSDnoisy18k, ESC50, UrbanSound8K, CSVManifest, SyntheticSource); presets in
+            ``configs/data/``. With neither ``manifest`` nor ``source``: the built-in data set
+            (``SyntheticSource()``, generated under ``data/synthetic`` when missing).
         cache_dir: root of the feature caches.
         features: log-mel settings (docs/method.md §1).
         patch_frames: patch length in frames (101 frames is about 1 s).
@@ -85,7 +85,6 @@ class AudioDataModule(L.LightningDataModule):
         self,
         manifest: str | None = None,
         source: DataSource | None = None,
-        synthetic_root: str = "data/synthetic",
         cache_dir: str = "cache",
         features: LogMelConfig = LogMelConfig(),
         patch_frames: int = 101,
@@ -108,7 +107,6 @@ class AudioDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.manifest = manifest
         self.source = source
-        self.synthetic_root = synthetic_root
         self.cache_dir = cache_dir
         self.features = features
         self.patch_frames = patch_frames
@@ -133,20 +131,15 @@ class AudioDataModule(L.LightningDataModule):
 
     @property
     def data_source(self) -> DataSource:
-        """The configured source; a manifest or the built-in set are read as a CSVManifest."""
+        """The configured source, the manifest's, or the built-in set's."""
         if self.source is not None:
             return self.source
         if self.manifest is not None:
             return CSVManifest(self.manifest)
-        from ser_ssl.data.synthetic import MANIFEST
-
-        return CSVManifest(str(Path(self.synthetic_root) / MANIFEST))
+        return SyntheticSource()
 
     def prepare_data(self) -> None:
-        if self.manifest is None and self.source is None:
-            from ser_ssl.data.synthetic import generate
-
-            generate(self.synthetic_root)
+        self.data_source.prepare()
         self._cached_manifest()
 
     def _cached_manifest(self) -> tuple[list[Clip], Path]:

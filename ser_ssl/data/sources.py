@@ -61,6 +61,12 @@ class DataSource(ABC):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    def prepare(self) -> None:
+        """Make the data available on disk: nothing for data sets the user has; the built-in set
+        (:class:`~ser_ssl.data.synthetic.SyntheticSource`) generates itself. Runs once per node,
+        before :meth:`clips` (the data module's ``prepare_data``)."""
+        return None
+
     @abstractmethod
     def load(self) -> list[Clip]:
         """Read the data set's metadata and return its clips, in a reproducible order."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ser_ssl.data import CSVManifest, FolderSource, LabeledDataModule, SSLDataModule
+from ser_ssl.data import CSVManifest, FolderSource, LabeledDataModule, SSLDataModule, SyntheticSource
 from ser_ssl.errors import ConfigError, DataError
 from tests.data.test_sources import wav, write_csv
 
@@ -62,7 +62,8 @@ def test_manifest_and_source_are_exclusive(tmp_path):
     with pytest.raises(ConfigError, match="give one of them"):
         SSLDataModule(manifest="m.csv", source=CSVManifest("m.csv"))
     assert SSLDataModule(manifest="m.csv").data_source.root == Path("m.csv")
-    assert SSLDataModule(synthetic_root=str(tmp_path)).data_source.root == tmp_path / "manifest.csv"
+    assert isinstance(SSLDataModule().data_source, SyntheticSource)
+    assert SSLDataModule().data_source.root == Path("data/synthetic")
     source = FolderSource(str(tmp_path))
     assert SSLDataModule(source=source).data_source is source
 
