@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.data.cache import FeatureCache, build_cache
-from ser_ssl.data.manifest import Clip
+from ser_ssl.data.manifest import Clip, encode_labels
 from ser_ssl.data.sources import CSVManifest, DataSource
 from ser_ssl.data.synthetic import SyntheticSource
 from ser_ssl.data.views import (
@@ -225,9 +225,7 @@ class AudioDataModule(L.LightningDataModule):
 
     def single_label_targets(self, idx: list[int], classes: list[str]) -> list[int]:
         """Each clip's index in ``classes``; -1 for clips without exactly one label or outside them."""
-        index = {c: k for k, c in enumerate(classes)}
-        labels = [self.clips[i].labels for i in idx]
-        return [index.get(lb[0], -1) if len(lb) == 1 else -1 for lb in labels]
+        return encode_labels([self.clips[i].labels for i in idx], classes, multilabel=False).tolist()
 
     def _loader(self, dataset, shuffle: bool, batch_size: int, sampler=None) -> DataLoader:
         """The dataset draws and gathers each batch at once (``__getitems__``), so no collation."""
@@ -516,12 +514,13 @@ class LabeledDataModule(AudioDataModule):
 
     def _targets(self, idx: list[int], split: str = "", warn: bool = False) -> tuple[list[int], np.ndarray]:
         """Cache rows and targets of the clips ``idx``: class indices, or multi-hot ``[len(idx), C]``."""
-        index = {c: k for k, c in enumerate(self.classes)}
-        unknown = [i for i in idx if any(label not in index for label in self.clips[i].labels)]
+        known = set(self.classes)
+        unknown = [i for i in idx if any(label not in known for label in self.clips[i].labels)]
         rows = [self.rows[i] for i in idx]
+        targets = encode_labels([self.clips[i].labels for i in idx], self.classes, self.multilabel)
         if self.multilabel:
             if unknown and warn:
-                labels = sorted({lb for i in unknown for lb in self.clips[i].labels if lb not in index})
+                labels = sorted({lb for i in unknown for lb in self.clips[i].labels if lb not in known})
                 warnings.warn(
                     f"{self.data_source.describe()}: {len(unknown)} clips of split '{split}' have labels "
                     f"{labels} that no usable clip of the training split '{self.train_split}' has (e.g. "
@@ -529,9 +528,6 @@ class LabeledDataModule(AudioDataModule):
                     "their other labels",
                     stacklevel=2,
                 )
-            targets = np.zeros((len(idx), len(self.classes)), dtype=np.float32)
-            for row, i in enumerate(idx):
-                targets[row, [index[lb] for lb in self.clips[i].labels if lb in index]] = 1.0
             return rows, targets
         if unknown:
             labels = sorted({self.clips[i].label for i in unknown})
@@ -541,7 +537,7 @@ class LabeledDataModule(AudioDataModule):
                 f"{self.clips[unknown[0]].path}); the classifier cannot predict them: move some clips of "
                 "these classes into the training split or drop them from the manifest"
             )
-        return rows, np.array([index[self.clips[i].label] for i in idx], dtype=np.int64)
+        return rows, targets
 
     def train_dataloader(self) -> DataLoader:
         idx = self.rank_share(self.train_idx)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from ser_ssl.errors import DataError, MissingFileError
 from ser_ssl.files import resolved
@@ -57,6 +59,19 @@ def parse_labels(cell: str | None, separator: str) -> tuple[str, ...]:
     if not cell:
         return ()
     return tuple(dict.fromkeys(s.strip() for s in cell.split(separator) if s.strip()))
+
+
+def encode_labels(labels: Sequence[tuple[str, ...]], classes: Sequence[str], multilabel: bool) -> np.ndarray:
+    """Targets of clips with ``labels`` over ``classes``: multi-hot rows ``[N, C]`` (float32; labels
+    outside ``classes`` left out), or class indices ``[N]`` (int64; -1 for a clip without exactly one
+    label, or whose label is not in ``classes``)."""
+    index = {c: k for k, c in enumerate(classes)}
+    if multilabel:
+        targets = np.zeros((len(labels), len(classes)), dtype=np.float32)
+        for row, clip_labels in enumerate(labels):
+            targets[row, [index[lb] for lb in clip_labels if lb in index]] = 1.0
+        return targets
+    return np.array([index.get(lb[0], -1) if len(lb) == 1 else -1 for lb in labels], dtype=np.int64)
 
 
 def check_groups(clips: Iterable[Clip], where: str) -> None:
