@@ -1,14 +1,16 @@
-"""What every task shares: input standardisation and the optimiser with warm-up and cosine decay."""
+"""What every task shares: input standardisation and the optimiser with warm-up, then cosine decay or
+step decay."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from ser_ssl.audio import Standardize
@@ -36,7 +38,12 @@ class BaseTask(L.LightningModule):
         lr: peak learning rate after warm-up.
         momentum: SGD momentum (AdamW uses it as beta1).
         weight_decay: applied to weights only, never to biases or normalisation parameters.
-        warmup_epochs: linear warm-up length; the rest of training follows a cosine decay to 0.
+        warmup_epochs: linear warm-up length; the rest of training follows ``schedule``.
+        schedule: after the warm-up, ``cosine`` decay to 0, or ``multistep``: the learning rate is
+            multiplied by ``gamma`` at each of ``milestones`` (the paper's schedule).
+        milestones: epochs since the start of training (fractional allowed, at or after the warm-up,
+            rounded to the nearest optimiser step) at which ``multistep`` decays; only with it.
+        gamma: ``multistep``'s decay factor.
         channels_last: run convolutions in the channels-last memory format (about 1.5-1.8x faster
             fp32 training on the 2-core CPUs we measured; see docs/benchmarks.md).
         compile: compile the encoder with ``torch.compile`` (in place, so checkpoints keep their
@@ -59,6 +66,9 @@ class BaseTask(L.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         warmup_epochs: float = 1.0,
+        schedule: Literal["cosine", "multistep"] = "cosine",
+        milestones: list[float] | None = None,
+        gamma: float = 0.1,
         channels_last: bool = True,
         lr_scaling: Literal["none", "linear", "sqrt"] = "none",
         compile: bool = False,
@@ -69,12 +79,16 @@ class BaseTask(L.LightningModule):
             raise ConfigError(
                 f"finite_check_every_n_steps must be at least 1, got {finite_check_every_n_steps}"
             )
+        _check_schedule(schedule, milestones, gamma, warmup_epochs)
         self.normalizer = Standardize(n_mels)
         self.optimizer_name = optimizer
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.warmup_epochs = warmup_epochs
+        self.schedule = schedule
+        self.milestones = list(milestones) if milestones is not None else None
+        self.gamma = gamma
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.lr_scaling = lr_scaling
         self.compile_encoder = compile
@@ -134,13 +148,14 @@ class BaseTask(L.LightningModule):
             opt = torch.optim.AdamW(groups, betas=(self.momentum, 0.999))
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        warmup = min(int(total * self.warmup_epochs / epochs), total - 1)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total - warmup)
-        if warmup > 0:
-            ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=warmup)
-            sched = torch.optim.lr_scheduler.SequentialLR(opt, [ramp, cosine], milestones=[warmup])
-        else:
-            sched = cosine
+        if self.milestones and self.milestones[-1] >= epochs:
+            rank_zero_warn(
+                f"model.init_args.milestones {self.milestones} reach max_epochs {epochs}: the learning rate "
+                "never decays at those; scale the milestones to the run's length"
+            )
+        sched = build_scheduler(
+            opt, total, epochs, self.warmup_epochs, self.schedule, self.milestones, self.gamma
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def check_finite(self, loss: torch.Tensor) -> None:
@@ -203,6 +218,54 @@ class BaseTask(L.LightningModule):
         torch.set_rng_state(states["cpu"])
         if "cuda" in states and self.device.type == "cuda":
             torch.cuda.set_rng_state(states["cuda"], self.device)
+
+
+def _check_schedule(schedule: str, milestones: Sequence[float] | None, gamma: float, warmup: float) -> None:
+    """Raise :class:`ConfigError` for schedule settings that cannot work."""
+    key = "model.init_args"
+    if schedule not in ("cosine", "multistep"):
+        raise ConfigError(f"{key}.schedule must be cosine or multistep, got {schedule!r}")
+    if schedule == "cosine":
+        if milestones is not None:
+            raise ConfigError(
+                f"{key}.milestones only apply with {key}.schedule multistep (or set them to null)"
+            )
+        return
+    if not milestones:
+        raise ConfigError(f"{key}.schedule multistep needs {key}.milestones, epochs such as [325, 425]")
+    if list(milestones) != sorted(milestones) or milestones[0] < 0:
+        raise ConfigError(f"{key}.milestones must be non-negative and in order, got {milestones}")
+    if milestones[0] < warmup:
+        raise ConfigError(
+            f"{key}.milestones must not fall within the warm-up ({warmup} epochs), got {milestones}"
+        )
+    if gamma <= 0:
+        raise ConfigError(f"{key}.gamma must be positive, got {gamma}")
+
+
+def build_scheduler(
+    opt: torch.optim.Optimizer,
+    total_steps: int,
+    epochs: int,
+    warmup_epochs: float,
+    schedule: str = "cosine",
+    milestones: Sequence[float] | None = None,
+    gamma: float = 0.1,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-optimiser-step schedule of ``total_steps`` steps over ``epochs`` epochs: a linear warm-up
+    of ``warmup_epochs`` from 1e-3 of each peak learning rate, then a cosine decay to 0 at the end, or
+    ``multistep``: ``gamma`` times at each of ``milestones`` (epochs since the start, rounded to the
+    nearest step)."""
+    warmup = min(int(total_steps * warmup_epochs / epochs), total_steps - 1)
+    if schedule == "multistep":  # MultiStepLR counts from the end of the warm-up
+        steps = [round(total_steps * m / epochs) - warmup for m in milestones or ()]
+        after = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=gamma)
+    else:
+        after = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps - warmup)
+    if warmup == 0:
+        return after
+    ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(opt, [ramp, after], milestones=[warmup])
 
 
 def _plain(value: Any) -> Any:
