@@ -2,5 +2,15 @@
 
 from ser_ssl.models.encoders import CRNN, LogMelStats, ResNet18, VGGLike
 from ser_ssl.models.heads import ProjectionHead
+from ser_ssl.models.paper import PaperCRNN, PaperResNet18, PaperVGG
 
-__all__ = ["CRNN", "LogMelStats", "ProjectionHead", "ResNet18", "VGGLike"]
+__all__ = [
+    "CRNN",
+    "LogMelStats",
+    "PaperCRNN",
+    "PaperResNet18",
+    "PaperVGG",
+    "ProjectionHead",
+    "ResNet18",
+    "VGGLike",
+]

@@ -14,14 +14,17 @@ from torch import nn
 from ser_ssl.errors import ConfigError
 
 
-def conv_block(c_in: int, c_out: int, pool: tuple[int, int] = (2, 2)) -> nn.Sequential:
-    """3x3 conv, BatchNorm, ReLU, then max-pooling by ``pool`` (frequency, time)."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+def conv_block(
+    c_in: int, c_out: int, pool: tuple[int, int] | None = (2, 2), kernel: int = 3
+) -> nn.Sequential:
+    """``kernel`` x ``kernel`` conv (same padding), BatchNorm, ReLU, then max-pooling by ``pool``
+    (frequency, time; ``None``: no pooling)."""
+    layers = [
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
-        nn.MaxPool2d(pool, ceil_mode=True),
-    )
+    ]
+    return nn.Sequential(*layers, *([nn.MaxPool2d(pool, ceil_mode=True)] if pool is not None else []))
 
 
 def pool_time(seq: torch.Tensor) -> torch.Tensor:

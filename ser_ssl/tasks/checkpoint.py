@@ -16,7 +16,7 @@ from torch import nn
 from ser_ssl import models
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.errors import UserError
-from ser_ssl.models import encoders
+from ser_ssl.models import encoders, paper
 from ser_ssl.tasks.simclr import CHECKPOINT_KIND, PRETRAINED_ON_KEY
 
 
@@ -30,9 +30,12 @@ TRUST_ENV = "SER_SSL_TRUST_CHECKPOINTS"
 OWN_ENCODERS = frozenset(
     cls
     for cls in (getattr(models, name) for name in models.__all__)
-    if isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == encoders.__name__
+    if isinstance(cls, type)
+    and issubclass(cls, nn.Module)
+    and cls.__module__ in (encoders.__name__, paper.__name__)
 )
-"""The classes a checkpoint may name without :data:`TRUST_ENV`: the encoders ``ser_ssl.models`` exports."""
+"""The classes a checkpoint may name without :data:`TRUST_ENV`: the encoders ``ser_ssl.models`` exports
+(ser-ssl's own and the paper's)."""
 
 
 def _own_class(class_path: object) -> type | None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ser_ssl.models import CRNN, LogMelStats, ResNet18, VGGLike
+from ser_ssl.models import CRNN, LogMelStats, PaperCRNN, PaperResNet18, PaperVGG, ResNet18, VGGLike
 from ser_ssl.tasks import load_pretrained
 from ser_ssl.tasks.checkpoint import OWN_ENCODERS, TRUST_ENV, CheckpointError, read_pretrained
 from ser_ssl.tasks.simclr import CHECKPOINT_KIND
@@ -65,7 +65,7 @@ def vgg_checkpoint(path, class_path="ser_ssl.models.VGGLike", **init_args):
 
 
 def test_the_allowed_classes_are_the_encoders_ser_ssl_models_exports():
-    assert OWN_ENCODERS == {VGGLike, CRNN, ResNet18, LogMelStats}
+    assert OWN_ENCODERS == {VGGLike, CRNN, ResNet18, LogMelStats, PaperVGG, PaperCRNN, PaperResNet18}
 
 
 @pytest.mark.parametrize("class_path", ["ser_ssl.models.VGGLike", "ser_ssl.models.encoders.VGGLike"])
