@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import Literal, get_args
 
 import torch
 import torchaudio
@@ -13,10 +14,55 @@ from torch import nn
 from ser_ssl.audio.io import RESAMPLER
 from ser_ssl.errors import ConfigError
 
+Window = Literal["hann", "hamming"]
+ClipNorm = Literal["none", "dc_peak"]
+MelNorm = Literal["slaney", "none"]
+
+#: The STFT window of each ``LogMelConfig.window``. torch's windows are periodic by default (the
+#: "asymmetric" window: scipy's ``hamming(N, sym=False)``, librosa's ``get_window(..., fftbins=True)``),
+#: so Hamming is ``w[n] = 0.54 - 0.46 cos(2 pi n / win_length)``, n = 0..win_length-1.
+WINDOWS = {"hann": torch.hann_window, "hamming": torch.hamming_window}
+
+#: Added to the peak in ``dc_peak``, as in the paper's public code (``get_normalized_audio``,
+#: ``head_room=0.005``): a loud clip peaks just under 1, and a silent one stays silent.
+PEAK_HEADROOM = 0.005
+
+
+def normalise_clip(wav: torch.Tensor, mode: ClipNorm) -> torch.Tensor:
+    """Per-clip normalisation of waveforms ``[..., samples]``, each row on its own.
+
+    ``none`` returns ``wav`` as it is. ``dc_peak`` is the paper's public code: remove the clip's mean
+    (its DC offset), then divide by the peak absolute value of what is left plus
+    :data:`PEAK_HEADROOM`. A clip peaking at ``p`` after the mean is removed peaks at
+    ``p / (p + 0.005)`` (0.995 for a full-scale clip); a silent or constant clip becomes all zeros,
+    with no division by zero and no NaN. The statistics are the whole clip's, so this must run before
+    a long clip is cut into pieces (``ser_ssl.data.cache`` computes long clips in chunks; see
+    :meth:`LogMel.of_normalised`).
+    """
+    if mode == "none":
+        return wav
+    if mode != "dc_peak":
+        raise ValueError(f"unknown clip normalisation {mode!r}; expected one of {list(get_args(ClipNorm))}")
+    centred = wav - wav.mean(dim=-1, keepdim=True)
+    return centred / (centred.abs().amax(dim=-1, keepdim=True) + PEAK_HEADROOM)
+
 
 @dataclass(frozen=True)
 class LogMelConfig:
-    """Feature settings; every field enters the cache key, so changing one rebuilds the cache."""
+    """Feature settings; every field enters the cache key, so changing one rebuilds the cache.
+
+    The defaults are ser-ssl's; ``configs/data/paper_front_end.yaml`` sets the three fields where the
+    paper's public code differs (docs/method.md §1):
+
+    - ``window``: the STFT window of ``win_length`` samples (centred in ``n_fft``), periodic as torch
+      makes it: ``hann`` (the default) or ``hamming`` (the paper's code: the asymmetric, i.e.
+      periodic, Hamming window).
+    - ``clip_norm``: ``none`` (the default) or ``dc_peak``, which removes each clip's DC offset and
+      peak-normalises it before the STFT, as the paper's code does (:func:`normalise_clip`).
+    - ``mel_norm``: the mel filters' scaling. ``slaney`` (the default): each triangle is divided by its
+      width in Hz (librosa's default, area-normalised); ``none``: triangles peaking at 1 (the paper's
+      code passes ``norm=None`` to ``librosa.filters.mel``).
+    """
 
     sample_rate: int = 22050
     n_fft: int = 2048
@@ -26,6 +72,9 @@ class LogMelConfig:
     f_min: float = 50.0
     f_max: float = 10500.0
     log_offset: float = 1.1e-8
+    window: Window = "hann"
+    clip_norm: ClipNorm = "none"
+    mel_norm: MelNorm = "slaney"
 
     def __post_init__(self) -> None:
         """Refuse settings that cannot give a finite, meaningful log-mel, before any audio is read."""
@@ -45,6 +94,18 @@ class LogMelConfig:
                 f"and f_max {self.f_max:g}",
             ),
             (self.log_offset > 0, f"log_offset must be positive (log10 of 0 is -inf), got {self.log_offset}"),
+            (
+                self.window in get_args(Window),
+                f"window must be one of {list(get_args(Window))}, got {self.window!r}",
+            ),
+            (
+                self.clip_norm in get_args(ClipNorm),
+                f"clip_norm must be one of {list(get_args(ClipNorm))}, got {self.clip_norm!r}",
+            ),
+            (
+                self.mel_norm in get_args(MelNorm),
+                f"mel_norm must be one of {list(get_args(MelNorm))}, got {self.mel_norm!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -60,8 +121,10 @@ class LogMelConfig:
 class LogMel(nn.Module):
     """Waveform ``[..., samples]`` -> ``log10(mel power + offset)`` of shape ``[..., n_mels, frames]``.
 
-    The mel filter bank is Slaney-scaled and area-normalised, as librosa (the paper's code) does.
-    Waveforms shorter than one FFT are tiled first so that reflect padding is defined.
+    The clip is first normalised as ``config.clip_norm`` says (:func:`normalise_clip`; nothing by
+    default), each row of a batch on its own. The mel filter bank is Slaney-scaled, as librosa (the
+    paper's code) builds it, and area-normalised unless ``config.mel_norm`` is ``none``. Waveforms
+    shorter than one FFT are tiled (after the normalisation) so that reflect padding is defined.
     """
 
     def __init__(self, config: LogMelConfig | None = None) -> None:
@@ -75,12 +138,18 @@ class LogMel(nn.Module):
             f_min=config.f_min,
             f_max=config.f_max,
             n_mels=config.n_mels,
+            window_fn=WINDOWS[config.window],
             power=2.0,
-            norm="slaney",
+            norm=None if config.mel_norm == "none" else "slaney",
             mel_scale="slaney",
         )
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.of_normalised(normalise_clip(wav, self.config.clip_norm))
+
+    def of_normalised(self, wav: torch.Tensor) -> torch.Tensor:
+        """The log-mel without the per-clip normalisation: for a clip normalised already with
+        :func:`normalise_clip`, or a piece of one (the cache's chunks of a long clip)."""
         n = wav.shape[-1]
         if n < self.config.n_fft:
             wav = wav.tile(-(-self.config.n_fft // n))[..., : self.config.n_fft]

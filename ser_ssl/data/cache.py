@@ -49,6 +49,7 @@ import torch
 from tqdm import tqdm
 
 from ser_ssl.audio import LogMel, LogMelConfig
+from ser_ssl.audio.features import normalise_clip
 from ser_ssl.audio.io import AudioError, read_audio
 from ser_ssl.errors import DataError, MissingFileError
 from ser_ssl.files import resolved
@@ -172,17 +173,21 @@ CHUNK_FRAMES = 16384
 def _features(wav: torch.Tensor, config: LogMelConfig) -> np.ndarray:
     """Float16 log-mel ``[frames, n_mels]`` of a waveform, in chunks for long clips."""
     logmel, hop = _logmel(config), config.hop_length
+    wav = normalise_clip(wav, config.clip_norm)  # the whole clip's statistics, before any chunking
     n_frames = 1 + wav.shape[-1] // hop
     if n_frames <= CHUNK_FRAMES:
-        return logmel(wav).T.contiguous().numpy().astype(np.float16)
+        return logmel.of_normalised(wav).T.contiguous().numpy().astype(np.float16)
     margin = -(-config.n_fft // (2 * hop))  # frames whose window reaches past a chunk's edge
+    last_lo = n_frames - 1 - -(-config.n_fft // hop)  # a last segment starting here spans one FFT
     chunks = []
     for start in range(0, n_frames, CHUNK_FRAMES):
         stop = min(start + CHUNK_FRAMES, n_frames)
         lo, hi = max(start - margin, 0), min(stop + margin, n_frames)
+        if hi == n_frames:  # a last segment shorter than one FFT would be tiled, not padded
+            lo = max(min(lo, last_lo), 0)
         # frames lo..hi-1 are centred on samples lo*hop..(hi-1)*hop; the true ends keep their padding
         segment = wav[lo * hop : (hi - 1) * hop + 1 if hi < n_frames else None]
-        feats = logmel(segment)[:, start - lo : stop - lo]
+        feats = logmel.of_normalised(segment)[:, start - lo : stop - lo]
         chunks.append(feats.T.contiguous().numpy().astype(np.float16))
     return np.concatenate(chunks)
 

@@ -6,8 +6,11 @@ import torch
 from ser_ssl.audio import AudioError, LogMel, LogMelConfig, Standardize, load_audio
 
 
-def slaney_mel_filters(sr: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
-    """Independent Slaney mel filter bank (the librosa definition), ``[n_freqs, n_mels]``."""
+def slaney_mel_filters(
+    sr: int, n_fft: int, n_mels: int, f_min: float, f_max: float, area: bool = True
+) -> np.ndarray:
+    """Independent Slaney mel filter bank (the librosa definition), ``[n_freqs, n_mels]``: each
+    triangle divided by its width (``area``, librosa's ``norm="slaney"``) or peaking at 1 (``norm=None``)."""
 
     def hz_to_mel(f):
         f = np.asarray(f, dtype=np.float64)
@@ -25,30 +28,41 @@ def slaney_mel_filters(sr: int, n_fft: int, n_mels: int, f_min: float, f_max: fl
         lo, mid, hi = pts[m], pts[m + 1], pts[m + 2]
         up = (fft_freqs - lo) / (mid - lo)
         down = (hi - fft_freqs) / (hi - mid)
-        fb[:, m] = np.maximum(0, np.minimum(up, down)) * 2.0 / (hi - lo)
+        fb[:, m] = np.maximum(0, np.minimum(up, down)) * (2.0 / (hi - lo) if area else 1.0)
     return fb
 
 
 def reference_logmel(wav: np.ndarray, c: LogMelConfig) -> np.ndarray:
-    """numpy STFT (periodic Hann of win_length centred in n_fft, reflect padding) + mel + log10."""
+    """numpy, float64: the clip normalisation (``dc_peak``: mean removed, divided by the peak plus
+    0.005), the STFT (periodic Hann or Hamming of win_length centred in n_fft, reflect padding), the
+    mel filter bank and log10."""
+    wav = wav.astype(np.float64)
+    if c.clip_norm == "dc_peak":
+        wav = wav - wav.mean()
+        wav = wav / (np.abs(wav).max() + 0.005)
+    a = {"hann": 0.5, "hamming": 0.54}[c.window]
     window = np.zeros(c.n_fft)
     start = (c.n_fft - c.win_length) // 2
-    window[start : start + c.win_length] = 0.5 - 0.5 * np.cos(
+    window[start : start + c.win_length] = a - (1 - a) * np.cos(
         2 * np.pi * np.arange(c.win_length) / c.win_length
     )
-    padded = np.pad(wav.astype(np.float64), c.n_fft // 2, mode="reflect")
+    padded = np.pad(wav, c.n_fft // 2, mode="reflect")
     n_frames = 1 + len(wav) // c.hop_length
     frames = np.stack([padded[i * c.hop_length : i * c.hop_length + c.n_fft] for i in range(n_frames)])
     power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    mel = power @ slaney_mel_filters(c.sample_rate, c.n_fft, c.n_mels, c.f_min, c.f_max)
-    return np.log10(mel + c.log_offset).T
+    fb = slaney_mel_filters(c.sample_rate, c.n_fft, c.n_mels, c.f_min, c.f_max, area=c.mel_norm == "slaney")
+    return np.log10(power @ fb + c.log_offset).T
 
 
-def test_logmel_matches_independent_computation():
-    c = LogMelConfig()
+@pytest.mark.parametrize(
+    "c",
+    [LogMelConfig(), LogMelConfig(window="hamming", clip_norm="dc_peak", mel_norm="none")],
+    ids=["ser-ssl", "paper front end"],
+)
+def test_logmel_matches_independent_computation(c):
     rng = np.random.default_rng(0)
     t = np.arange(c.sample_rate) / c.sample_rate
-    wav = 0.5 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t))
+    wav = 0.3 + 0.5 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(len(t))
     ours = LogMel(c)(torch.tensor(wav, dtype=torch.float32)).numpy()
     ref = reference_logmel(wav, c)
     assert ours.shape == ref.shape == (96, 101)
