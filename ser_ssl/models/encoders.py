@@ -79,6 +79,23 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+def resnet18_stages(chans: Sequence[int]) -> nn.Sequential:
+    """ResNet-18's four stages of two basic blocks, widths ``chans``; every stage but the first halves
+    the resolution."""
+    stages, c_in = [], chans[0]
+    for i, c_out in enumerate(chans):
+        stages.append(nn.Sequential(BasicBlock(c_in, c_out, 1 if i == 0 else 2), BasicBlock(c_out, c_out)))
+        c_in = c_out
+    return nn.Sequential(*stages)
+
+
+def he_init(module: nn.Module) -> None:
+    """He initialisation of every convolution, which suits a ReLU residual stack."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 class ResNet18(nn.Module):
     """ResNet-18 (basic blocks, [2, 2, 2, 2], widths 64-128-256-512) for one-channel log-mel patches.
 
@@ -101,17 +118,9 @@ class ResNet18(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2, ceil_mode=True),
         )
-        stages: list[nn.Module] = []
-        c_in = chans[0]
-        for i, c_out in enumerate(chans):
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out)))
-            c_in = c_out
-        self.layers = nn.Sequential(*stages)
+        self.layers = resnet18_stages(chans)
         self.embed_dim = chans[-1]
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # He initialisation suits the ReLU residual stack
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        he_init(self)
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """Frame-level embeddings ``[B, embed_dim, frames']`` (one per 16 input frames)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ser_ssl.models.encoders import BasicBlock, conv_block
+from ser_ssl.models.encoders import ResNet18, conv_block, he_init
 
 
 class PaperVGG(nn.Module):
@@ -109,7 +109,7 @@ class PaperCRNN(nn.Module):
         return last[0] * last[1]
 
 
-class PaperResNet18(nn.Module):
+class PaperResNet18(ResNet18):
     """ResNet-18 as published for ImageNet, with one input channel: 11,170,240 parameters, 512-d.
 
     The ImageNet stem (7x7 stride-2 convolution of 64 channels, BatchNorm, ReLU, 3x3 stride-2
@@ -119,37 +119,22 @@ class PaperResNet18(nn.Module):
 
     Choices where the description is open: global pooling is the mean over the grid (torchvision's
     average pooling, not ser-ssl's mean + max over time); no classifier layer; convolutions without
-    bias and He initialisation (``fan_out``), as in torchvision; the blocks are ser-ssl's
-    :class:`~ser_ssl.models.encoders.BasicBlock`.
+    bias and He initialisation (``fan_out``), as in torchvision; the stages are those of ser-ssl's
+    :class:`~ser_ssl.models.encoders.ResNet18`, whose stem this replaces.
 
     ``frames(x)`` is the last stage averaged over frequency, ``[B, 512, ceil(frames / 32)]``; the
     embedding is its mean over time.
     """
 
     def __init__(self) -> None:
-        super().__init__()
-        chans = (64, 128, 256, 512)
+        super().__init__(width=1.0)
         self.stem = nn.Sequential(
             nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False),
             nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
-        stages: list[nn.Module] = []
-        c_in = chans[0]
-        for i, c_out in enumerate(chans):
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out)))
-            c_in = c_out
-        self.layers = nn.Sequential(*stages)
-        self.embed_dim = chans[-1]
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def frames(self, x: torch.Tensor) -> torch.Tensor:
-        """Frame-level embeddings ``[B, 512, frames']``, one per 32 input frames."""
-        return self.layers(self.stem(x)).mean(dim=2)
+        he_init(self.stem)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.frames(x).mean(dim=-1)
