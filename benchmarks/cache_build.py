@@ -19,7 +19,8 @@ import torch
 
 from benchmarks.table import Row
 from ser_ssl.audio import LogMel, LogMelConfig, load_audio
-from ser_ssl.data.cache import CLIPS_PER_WORKER, FEATURES_FILE, build_cache
+from ser_ssl.data.cache import CLIPS_PER_WORKER, build_cache
+from ser_ssl.data.feature_cache import FEATURES_FILE
 from ser_ssl.data.synthetic import CLASSES, generate
 
 WORKERS = 2

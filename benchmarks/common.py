@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser_ssl.data.cache import FEATURES_FILE, INDEX_FILE
+from ser_ssl.data.feature_cache import FEATURES_FILE, INDEX_FILE
 
 # ---------------------------------------------------------------------------------------------------------
 # timing

@@ -28,7 +28,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader
 
 from benchmarks.common import write_fake_cache
-from ser_ssl.data.cache import FeatureCache
+from ser_ssl.data.feature_cache import FeatureCache
 from ser_ssl.data.views import PatchSource, TwoViewDataset, as_batch
 from ser_ssl.precision import choose_precision, detect
 

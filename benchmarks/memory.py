@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.common import child_pids, mapping_kb, memory_kb, write_fake_cache
 from benchmarks.table import Row
-from ser_ssl.data.cache import FEATURES_FILE
+from ser_ssl.data.feature_cache import FEATURES_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def measure(directory: Path, batches: int, batch_size: int, workers: int, patch_
     """Memory (MB) of this process and its DataLoader workers after ``batches`` batches."""
     from torch.utils.data import DataLoader
 
-    from ser_ssl.data.cache import FeatureCache
+    from ser_ssl.data.feature_cache import FeatureCache
     from ser_ssl.data.views import TwoViewDataset, as_batch
 
     cache = FeatureCache(directory)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import PlainLoop, make_simclr, median, write_fake_cache
 from benchmarks.table import Row
-from ser_ssl.data.cache import FeatureCache
+from ser_ssl.data.feature_cache import FeatureCache
 from ser_ssl.data.views import PatchSource, TwoViewDataset, as_batch
 
 PATCH = 101

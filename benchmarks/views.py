@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from benchmarks.common import PlainLoop, make_simclr, median, synthetic_audio, write_fake_cache
 from benchmarks.table import Row
 from ser_ssl.audio import LogMel, LogMelConfig, load_audio
-from ser_ssl.data.cache import FeatureCache
+from ser_ssl.data.feature_cache import FeatureCache
 from ser_ssl.data.views import TwoViewDataset, as_batch
 
 WORKERS = 2

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ser_ssl.data.cache import FEATURES_FILE, INDEX_FILE, FeatureCache
+from ser_ssl.data.feature_cache import FEATURES_FILE, INDEX_FILE, FeatureCache
 from ser_ssl.data.synthetic import generate
 
 SMALL_ENCODER = [

@@ -21,7 +21,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ser_ssl.audio import LogMelConfig
-from ser_ssl.data.cache import FeatureCache, build_cache
+from ser_ssl.data.cache import build_cache
+from ser_ssl.data.feature_cache import FeatureCache
 from ser_ssl.data.manifest import Clip, encode_labels
 from ser_ssl.data.sources import CSVManifest, DataSource
 from ser_ssl.data.synthetic import SyntheticSource

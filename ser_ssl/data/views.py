@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from ser_ssl.data.cache import FeatureCache
+from ser_ssl.data.feature_cache import FeatureCache
 from ser_ssl.errors import DataError
 
 

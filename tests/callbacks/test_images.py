@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 import ser_ssl.callbacks.images as images
 from ser_ssl.callbacks import ClassificationImages, EmbeddingTable, KNNMonitor, ViewImages, log_figure
-from ser_ssl.data.cache import FEATURES_FILE, FeatureCache
+from ser_ssl.data.feature_cache import FEATURES_FILE, FeatureCache
 from ser_ssl.data.views import CentrePatchDataset, TwoViewDataset, as_batch
 from ser_ssl.models import VGGLike
 from ser_ssl.tasks import SimCLR

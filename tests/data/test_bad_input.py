@@ -19,7 +19,8 @@ import ser_ssl.data.cache as cache_mod
 from ser_ssl.audio import LogMel, LogMelConfig, load_audio
 from ser_ssl.audio.io import BLOCK_FRAMES, AudioError
 from ser_ssl.data import CSVManifest, FolderSource, LabeledDataModule, SSLDataModule
-from ser_ssl.data.cache import FeatureCache, build_cache
+from ser_ssl.data.cache import build_cache
+from ser_ssl.data.feature_cache import FeatureCache
 from ser_ssl.data.views import PatchSource, TwoViewDataset
 from ser_ssl.errors import DataError
 from ser_ssl.models import VGGLike

@@ -8,7 +8,8 @@ import torch
 
 import ser_ssl.data.cache as cache_mod
 from ser_ssl.audio import AudioError, LogMel, LogMelConfig, load_audio
-from ser_ssl.data.cache import FEATURES_FILE, FeatureCache, build_cache, config_dir
+from ser_ssl.data.cache import build_cache, config_dir
+from ser_ssl.data.feature_cache import FEATURES_FILE, FeatureCache
 from ser_ssl.errors import DataError
 
 

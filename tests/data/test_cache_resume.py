@@ -19,7 +19,8 @@ import soundfile as sf
 
 import ser_ssl.data.cache as cache_mod
 from ser_ssl.audio import LogMelConfig
-from ser_ssl.data.cache import FEATURES_FILE, INDEX_FILE, FeatureCache, build_cache, config_dir
+from ser_ssl.data.cache import build_cache, config_dir
+from ser_ssl.data.feature_cache import FEATURES_FILE, INDEX_FILE, FeatureCache
 from ser_ssl.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,8 @@ import soundfile as sf
 import ser_ssl.data.cache as cache_mod
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.data import FolderSource, SSLDataModule
-from ser_ssl.data.cache import FeatureCache, build_cache
+from ser_ssl.data.cache import build_cache
+from ser_ssl.data.feature_cache import FeatureCache
 
 
 def write(path, seconds=0.5, rate=16000, seed=0):

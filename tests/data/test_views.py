@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import ser_ssl.data.views as views_mod
-from ser_ssl.data.cache import FEATURES_FILE
+from ser_ssl.data.feature_cache import FEATURES_FILE
 from ser_ssl.data.views import (
     CentrePatchDataset,
     ClipWindowsDataset,
