@@ -195,11 +195,15 @@ class HEARModel(nn.Module):
         x = torch.stack([mel[..., s : s + self.patch_frames] for s in starts], dim=1)
         return self.normalizer(x.unsqueeze(2)), starts, real_frames
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """Scene embeddings ``[n_sounds, D]``: the mean over the sound's windows."""
+    def window_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
+        """``[n_sounds, windows, D]``: the encoder's embedding of each of :meth:`windows`."""
         x, _, _ = self.windows(audio)
         n, w = x.shape[:2]
-        return self.encoder(x.flatten(0, 1)).view(n, w, -1).mean(dim=1)
+        return self.encoder(x.flatten(0, 1)).view(n, w, -1)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """Scene embeddings ``[n_sounds, D]``: the mean over the sound's windows."""
+        return self.window_embeddings(audio).mean(dim=1)
 
     def timestamp_embeddings(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame embeddings ``[n_sounds, T, D]`` and their centres ``[n_sounds, T]`` in milliseconds, on

@@ -76,16 +76,11 @@ class PretrainedModel(HEARModel):
         self.class_names = list(class_names)
         self.multilabel = multilabel
 
-    def window_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
-        """``[n_sounds, windows, D]`` for ``[n_sounds, n_samples]`` audio at ``sample_rate``."""
-        x, _, _ = self.windows(audio)
-        n, w = x.shape[:2]
-        return self.encoder(x.flatten(0, 1)).view(n, w, -1)
-
     @torch.inference_mode()
     def embed(self, audio: torch.Tensor) -> torch.Tensor:
-        """Sound embeddings ``[n_sounds, D]``: the mean over each sound's windows."""
-        return self.window_embeddings(audio).mean(dim=1)
+        """Sound embeddings ``[n_sounds, D]`` of ``[n_sounds, n_samples]`` audio at ``sample_rate``:
+        the mean over each sound's windows."""
+        return self(audio)
 
     @torch.inference_mode()
     def classify(self, audio: torch.Tensor) -> torch.Tensor:
