@@ -64,6 +64,15 @@ def wandb_mode(flag: str | None) -> str:
     return WANDB_MODES[env.strip().lower()]
 
 
+def _checkpoint_file(config: Any, last_by_default: bool) -> Path | None:
+    """The checkpoint ``--ckpt_path`` names: ``last`` (or nothing, with ``last_by_default``, as
+    ``test`` and ``validate`` read it) is the run folder's ``last.ckpt``."""
+    path = config.get("ckpt_path")
+    if path == "last" or (path is None and last_by_default):
+        return Path(_checkpoint_dir(config.trainer.default_root_dir)) / "last.ckpt"
+    return None if path is None else Path(path)
+
+
 def recorded_versions(path: str | Path | None) -> dict[str, int | str]:
     """The logger versions a checkpoint recorded (``{"WandbLogger": run id, "CSVLogger": N}``), or
     none when it is missing, unreadable or older than that record."""
@@ -166,12 +175,17 @@ class SERCLI(LightningCLI):
         loggers = config.trainer.logger
         if not isinstance(loggers, list):
             return
-        resumed = self._logger_versions(config) if self.subcommand == "fit" else {}
+        resumed = (
+            recorded_versions(_checkpoint_file(config, last_by_default=False))
+            if self.subcommand == "fit"
+            else {}
+        )
         kept = []
         for logger in loggers:
             args = logger.init_args
-            if args.get("version") is None and logger.class_path.rsplit(".", 1)[-1] in resumed:
-                args.version = resumed[logger.class_path.rsplit(".", 1)[-1]]
+            name = logger.class_path.rsplit(".", 1)[-1]
+            if args.get("version") is None and name in resumed:
+                args.version = resumed[name]
             if logger.class_path == WANDB_LOGGER:
                 if config.wandb == "disabled":
                     continue
@@ -223,20 +237,8 @@ class SERCLI(LightningCLI):
             if args.get("version") is None and args.get("id") is None:
                 args.version = new_run_id()
             return str(args.get("version") or args.get("id"))
-        path = config.get("ckpt_path")
-        if path in (None, "last"):
-            path = Path(_checkpoint_dir(config.trainer.default_root_dir)) / "last.ckpt"
-        recorded = recorded_versions(path).get("WandbLogger")
+        recorded = recorded_versions(_checkpoint_file(config, last_by_default=True)).get("WandbLogger")
         return None if recorded is None else str(recorded)
-
-    @staticmethod
-    def _logger_versions(config: Any) -> dict[str, int | str]:
-        """The logger versions recorded in the checkpoint a ``fit`` resumes from (none when it starts
-        afresh), so the resumed run writes on in the same CSV file and W&B run."""
-        path = config.get("ckpt_path")
-        if path == "last":
-            path = Path(_checkpoint_dir(config.trainer.default_root_dir)) / "last.ckpt"
-        return recorded_versions(path)
 
     def _check_data(self) -> None:
         """Catch a mismatch between a pretrained encoder and the data before the cache is built."""

@@ -28,7 +28,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +38,13 @@ from ser_ssl import __version__
 from ser_ssl.audio import LogMelConfig, Standardize, load_audio
 from ser_ssl.errors import UserError
 from ser_ssl.hear import HEARModel
-from ser_ssl.tasks.checkpoint import CheckpointError, build_module, check_trusted, read_pretrained
+from ser_ssl.tasks.checkpoint import (
+    CheckpointError,
+    build_module,
+    check_trusted,
+    pretrained_from,
+    read_checkpoint,
+)
 from ser_ssl.tasks.downstream import HEAD_KEY
 from ser_ssl.tasks.simclr import CHECKPOINT_KIND
 
@@ -108,9 +113,9 @@ class PretrainedModel(HEARModel):
 def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Write the folder of a pretraining, probe or fine-tune checkpoint to ``out_dir``."""
     checkpoint, out = Path(checkpoint), Path(out_dir)
-    ckpt = _read(checkpoint)
+    ckpt = read_checkpoint(checkpoint, "checkpoint", "pass a checkpoint written by `ser-ssl fit`")
     if ckpt.get("ser_ssl_kind") == CHECKPOINT_KIND:
-        pre = read_pretrained(checkpoint)
+        pre = pretrained_from(ckpt, checkpoint)
         spec, features, patch_frames, head = pre.encoder_spec, pre.features, pre.patch_frames, None
         tensors = _prefixed("encoder.", pre.encoder.state_dict()) | _prefixed("normalizer.", pre.stats)
         kind = "pretrained encoder"
@@ -412,18 +417,6 @@ def model_card(config: dict, model: PretrainedModel, checkpoint: Path, ckpt: dic
         "",
     ]
     return "\n".join(lines)
-
-
-def _read(checkpoint: Path) -> dict[str, Any]:
-    if not checkpoint.is_file():
-        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{checkpoint} is not a readable PyTorch checkpoint ({err})") from err
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{checkpoint} is not a Lightning checkpoint")
-    return ckpt
 
 
 def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from jsonargparse import ArgumentParser
@@ -128,19 +129,30 @@ def load_pretrained(path: str | Path, load_weights: bool = True) -> tuple[nn.Mod
     return pretrained.encoder, pretrained.stats
 
 
-def read_pretrained(path: str | Path, load_weights: bool = True) -> Pretrained:
-    """:func:`load_pretrained` plus the feature settings the encoder was pretrained on, from one read."""
-    path = Path(path)
+def read_checkpoint(path: Path, what: str, fix: str) -> dict[str, Any]:
+    """A checkpoint read with ``weights_only=True``; a missing file is ``"<what> <path> does not
+    exist; <fix>"``."""
     if not path.is_file():
-        raise CheckpointError(
-            f"encoder checkpoint {path} does not exist; pretrain first "
-            "(ser-ssl fit --config configs/pretrain.yaml) or set --model.encoder_checkpoint"
-        )
+        raise CheckpointError(f"{what} {path} does not exist; {fix}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as err:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({err})") from err
-    if not isinstance(ckpt, dict) or ckpt.get("ser_ssl_kind") != CHECKPOINT_KIND:
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint")
+    return ckpt
+
+
+def read_pretrained(path: str | Path, load_weights: bool = True) -> Pretrained:
+    """:func:`load_pretrained` plus the feature settings the encoder was pretrained on, from one read."""
+    path = Path(path)
+    fix = "pretrain first (ser-ssl fit --config configs/pretrain.yaml) or set --model.encoder_checkpoint"
+    return pretrained_from(read_checkpoint(path, "encoder checkpoint", fix), path, load_weights)
+
+
+def pretrained_from(ckpt: dict[str, Any], path: Path, load_weights: bool = True) -> Pretrained:
+    """:class:`Pretrained` of a checkpoint already read from ``path``."""
+    if ckpt.get("ser_ssl_kind") != CHECKPOINT_KIND:
         raise CheckpointError(
             f"{path} is not a ser-ssl pretraining checkpoint (a probe or fine-tune checkpoint, or "
             "another project's?); pass the checkpoint written by `ser-ssl fit --config configs/pretrain.yaml`"
