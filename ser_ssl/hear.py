@@ -14,17 +14,16 @@ at the sound's end; a sound shorter than a window is tiled, as in training), as 
 match it up to the float16 rounding of the export's cached log-mel.
 
 Timestamp embeddings lie on one regular grid, ``t_k = t_0 + k * hop`` milliseconds with
-``0 <= t_0 < hop``, whatever the sound's length (see :class:`TimestampGrid`): ``hop`` is at most
-``model.timestamp_hop_ms`` (50 ms by default, what HEAR recommends for event tasks; 39.9 ms with the
-default 22,050 Hz log-mel of hop 220). They differ from the export's frame sequence, whose last window
-is aligned to the clip's end.
+``0 <= t_0 < hop``, whatever the sound's length (see :class:`~ser_ssl.inference.TimestampGrid`):
+``hop`` is at most ``model.timestamp_hop_ms`` (50 ms by default, what HEAR recommends for event tasks;
+39.9 ms with the default 22,050 Hz log-mel of hop 220). ``ser-ssl predict``'s frame-level export uses
+the same grid.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -33,94 +32,12 @@ import torch
 from torch import nn
 
 from ser_ssl.audio import LogMel, LogMelConfig, Standardize
-from ser_ssl.data.views import window_starts
+from ser_ssl.inference import TimestampGrid, clip_windows, frame_stride, grid_frames
 from ser_ssl.tasks.checkpoint import read_pretrained
 
 DEFAULT_CHECKPOINT = "runs/pretrain/checkpoints/last.ckpt"
 DEFAULT_PATCH_FRAMES = 101
 DEFAULT_TIMESTAMP_HOP_MS = 50.0
-# windows per encoder call of get_timestamp_embeddings: bounds memory on long sounds; on the CPU, small
-# batches stay in cache (16 run VGGLike about 1.5 times faster per window than 256 on one core)
-WINDOW_BATCH = {"cpu": 16}
-DEFAULT_WINDOW_BATCH = 256
-
-
-def frame_stride(encoder: nn.Module, n_mels: int, patch_frames: int) -> tuple[int, int]:
-    """Log-mel frames per frame of ``encoder.frames()``, and the frames' size, measured from shapes.
-
-    ser-ssl's encoders downsample time by a fixed stride ``S`` (pooling with ``ceil_mode``, convolutions
-    of stride 2 and padding 1), so ``L`` input frames give ``ceil(L / S)`` output frames and frame ``j``
-    stands for input frames ``[j*S, (j+1)*S)``: ``S`` is one less than the shortest input that gives two
-    frames (an encoder that gives one frame per window has ``S = patch_frames``). Runs in eval mode.
-    """
-    device = next(encoder.parameters(), torch.empty(0)).device
-
-    def shape(length: int) -> tuple[int, int]:
-        with torch.no_grad():
-            out = encoder.frames(torch.zeros(1, 1, n_mels, length, device=device))
-        return out.shape[1], out.shape[-1]
-
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        dim, out_frames = shape(patch_frames)
-        lo, hi = 1, patch_frames  # the shortest input with two frames is in (lo, hi]
-        while out_frames > 1 and hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if shape(mid)[1] > 1 else (mid, hi)
-    finally:
-        encoder.train(was_training)
-    if out_frames == 1:
-        return patch_frames, dim
-    stride = hi - 1
-    if -(-patch_frames // stride) != out_frames:
-        raise ValueError(
-            f"{type(encoder).__name__}.frames() does not downsample time by a fixed stride ({patch_frames} "
-            f"frames give {out_frames} frames, 2 frames need {hi}); timestamps cannot be placed on a grid"
-        )
-    return stride, dim
-
-
-@dataclass(frozen=True)
-class TimestampGrid:
-    """Where :meth:`HEARModel.timestamp_embeddings` puts frames, in log-mel frames (log-mel frame ``i``
-    is centred on sample ``i * hop_length``): frame ``k`` is centred at ``first + k * hop``.
-
-    The encoder gives one frame per ``stride`` log-mel frames. A grid finer than that is ``phases =
-    stride / hop`` interleaved passes: pass ``p`` runs the encoder on windows of ``patch_frames``
-    starting ``p * hop`` frames after pass 0's, every ``per_window * stride`` frames, and keeps their
-    ``per_window`` whole frames (a window's last, partial frame is dropped), so cost grows with
-    ``phases``. Pass 0 starts ``lead`` frames before the sound, so that ``0 <= first < hop``.
-    """
-
-    stride: int  # log-mel frames per encoder frame
-    hop: int  # log-mel frames between timestamps; divides stride
-    patch_frames: int
-
-    @property
-    def phases(self) -> int:
-        return self.stride // self.hop
-
-    @property
-    def per_window(self) -> int:
-        """Whole encoder frames per window."""
-        return max(1, self.patch_frames // self.stride)
-
-    @property
-    def lead(self) -> int:
-        """Log-mel frames of silence before the sound, where the first window starts."""
-        return self.hop * ((self.stride - 1) // (2 * self.hop))
-
-    @property
-    def first(self) -> float:
-        """Centre of frame 0, in ``[0, hop)``: encoder frame ``j`` of a window centres on ``j*stride +
-        (stride - 1) / 2``."""
-        return (self.stride - 1) / 2 - self.lead
-
-    def count(self, n_samples: int, hop_length: int) -> int:
-        """Grid frames of a sound of ``n_samples`` samples: those centred before its end (at least one)."""
-        first = Fraction(self.stride - 1, 2) - self.lead  # exact: no frame lands on or past the end
-        return max(1, math.ceil((n_samples - first * hop_length) / (self.hop * hop_length)))
 
 
 class HEARModel(nn.Module):
@@ -160,44 +77,27 @@ class HEARModel(nn.Module):
     @property
     def timestamp_grid(self) -> TimestampGrid:
         """The grid of :meth:`timestamp_embeddings` for the current ``timestamp_hop_ms``."""
-        if not self.timestamp_hop_ms >= self.ms_per_frame:
-            raise ValueError(
-                f"timestamp_hop_ms must be at least one log-mel frame ({self.ms_per_frame:.3f} ms), "
-                f"got {self.timestamp_hop_ms}"
-            )
-        stride = self.encoder_stride
-        hop = max(
-            d
-            for d in range(1, stride + 1)
-            if stride % d == 0 and d * self.ms_per_frame <= self.timestamp_hop_ms
+        return TimestampGrid.finest(
+            self.encoder_stride, self.patch_frames, self.timestamp_hop_ms, self.ms_per_frame
         )
-        return TimestampGrid(stride, hop, self.patch_frames)
 
-    def _mel(self, audio: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Log-mel ``[n_sounds, n_mels, frames]`` and how many of its frames are the sound's own (fewer
-        than computed when LogMel tiled a sound shorter than one FFT)."""
+    def _mel(self, audio: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``[n_sounds, n_mels, frames]`` as the feature cache holds it."""
         if audio.ndim != 2 or audio.shape[-1] == 0:
             raise ValueError(
                 f"audio must be [n_sounds, n_samples] with n_samples > 0, got {tuple(audio.shape)}"
             )
-        mel = self.logmel(audio.float())
-        real_frames = min(mel.shape[-1], 1 + audio.shape[-1] // self.logmel.config.hop_length)  # centred STFT
-        return mel, real_frames
+        return self.logmel(audio.float())
 
-    def windows(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[int], int]:
-        """Standardised windows ``[n_sounds, W, 1, n_mels, patch_frames]`` of the scene embeddings,
-        their starts, and the number of log-mel frames of the sound itself."""
-        mel, real_frames = self._mel(audio)
-        n_frames = mel.shape[-1]
-        if n_frames < self.patch_frames:  # tiled along time, like the training patches
-            mel = mel.repeat(1, 1, -(-self.patch_frames // n_frames))[..., : self.patch_frames]
-        starts = window_starts(n_frames, self.patch_frames, self.patch_frames)
-        x = torch.stack([mel[..., s : s + self.patch_frames] for s in starts], dim=1)
-        return self.normalizer(x.unsqueeze(2)), starts, real_frames
+    def windows(self, audio: torch.Tensor) -> torch.Tensor:
+        """Standardised windows ``[n_sounds, W, 1, n_mels, patch_frames]`` of the scene embeddings
+        (:func:`~ser_ssl.inference.clip_windows`, hop = window length)."""
+        windows, _ = clip_windows(self._mel(audio), self.patch_frames)
+        return self.normalizer(windows.unsqueeze(2))
 
     def window_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
         """``[n_sounds, windows, D]``: the encoder's embedding of each of :meth:`windows`."""
-        x, _, _ = self.windows(audio)
+        x = self.windows(audio)
         n, w = x.shape[:2]
         return self.encoder(x.flatten(0, 1)).view(n, w, -1)
 
@@ -207,46 +107,18 @@ class HEARModel(nn.Module):
 
     def timestamp_embeddings(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame embeddings ``[n_sounds, T, D]`` and their centres ``[n_sounds, T]`` in milliseconds, on
-        :attr:`timestamp_grid`.
-
-        Windows reaching past either end of the sound see silence there: the log-mel of digital
-        silence, ``log10(log_offset)``, standardised. HEAR places frames in time, so a frame near the
-        end must not see the sound's start again, as the tiling of short clips in training would show
-        it; and silence is what HEAR's baselines pad audio with. A frame therefore does not depend on
-        how long the sound goes on past its window, and the grid does not depend on the sound's length.
-        Every grid frame centred before the sound's end is returned; a sound shorter than ``first``
-        gets one frame.
-        """
+        :attr:`timestamp_grid` (:func:`~ser_ssl.inference.grid_frames`: windows past the sound's ends
+        see silence, which is also what HEAR's baselines pad audio with). Every grid frame centred
+        before the sound's end is returned; a sound shorter than ``first`` gets one frame."""
         grid = self.timestamp_grid
-        mel, real_frames = self._mel(audio)
-        n = mel.shape[0]
-        k = grid.count(audio.shape[-1], self.logmel.config.hop_length)
-        per_phase = -(-k // grid.phases)  # grid frames each pass must give
-        n_windows = -(-per_phase // grid.per_window)  # windows per pass
-        step = grid.per_window * grid.stride
-        length = (grid.phases - 1) * grid.hop + (n_windows - 1) * step + self.patch_frames
-        silence = torch.full_like(mel[..., :1], math.log10(self.logmel.config.log_offset))
-        padded = torch.cat(
-            [
-                silence.expand(-1, -1, grid.lead),
-                mel[..., :real_frames],
-                silence.expand(-1, -1, max(0, length - grid.lead - real_frames)),
-            ],
-            dim=-1,
-        )
-        starts = [p * grid.hop + w * step for p in range(grid.phases) for w in range(n_windows)]
-        x = torch.stack(
-            [padded[..., s : s + self.patch_frames] for s in starts], dim=1
-        )  # [n, phases * windows, n_mels, patch_frames]
-        x = self.normalizer(x.flatten(0, 1).unsqueeze(1))
-        batch = WINDOW_BATCH.get(x.device.type, DEFAULT_WINDOW_BATCH)
-        frames = torch.cat([self.encoder.frames(chunk) for chunk in x.split(batch)])  # [n*P*W, D, T']
-        frames = frames[..., : grid.per_window].reshape(n, grid.phases, n_windows, -1, grid.per_window)
-        # grid frame k = (w * per_window + j) * phases + p
-        seq = frames.permute(0, 2, 4, 1, 3).reshape(n, -1, frames.shape[3])[:, :k]
-        centres = grid.first + grid.hop * torch.arange(k, dtype=torch.float64)
-        stamps = (centres * self.ms_per_frame).to(device=audio.device, dtype=torch.float32)
-        return seq.float(), stamps.expand(n, -1).contiguous()
+        count = grid.count(Fraction(audio.shape[-1], self.logmel.config.hop_length))
+        silence = math.log10(self.logmel.config.log_offset)
+        # without the frames LogMel adds when it tiles a sound shorter than one FFT (a centred STFT
+        # has 1 + n_samples // hop_length frames of the sound's own)
+        mel = self._mel(audio)[..., : 1 + audio.shape[-1] // self.logmel.config.hop_length]
+        seq = grid_frames(self.encoder, self.normalizer, mel, grid, count, silence)
+        stamps = (grid.centres(count) * self.ms_per_frame).to(device=audio.device, dtype=torch.float32)
+        return seq, stamps.expand(len(seq), -1).contiguous()
 
 
 def load_model(model_file_path: str = "", **kwargs: Any) -> HEARModel:

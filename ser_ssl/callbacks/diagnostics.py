@@ -14,8 +14,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ser_ssl.eval.geometry import (
     alignment,
@@ -26,6 +24,7 @@ from ser_ssl.eval.geometry import (
     uniformity,
 )
 from ser_ssl.eval.knn import knn_accuracy
+from ser_ssl.inference import embed_patches
 
 log = logging.getLogger("ser_ssl")
 
@@ -181,18 +180,12 @@ class KNNMonitor(pl.Callback):
         self.temperature = temperature
         self.every_n_epochs = every_n_epochs
         self._loaders: tuple[Any, Any] | None = None
-        # (global step, normalised embeddings, labels) of the bank at the last evaluation: EmbeddingTable
-        # reuses them instead of embedding the bank a second time; dropped when fitting ends
-        self.last_bank: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         get_loaders = getattr(trainer.datamodule, "knn_dataloaders", None)
         self._loaders = get_loaders() if callable(get_loaders) else None
         if self._loaders is None and trainer.is_global_zero:
             log.info("KNNMonitor is off: the data module gives no labelled kNN bank (knn_dataloaders())")
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.last_bank = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._loaders is None or (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -206,35 +199,18 @@ class KNNMonitor(pl.Callback):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         """``{"acc", "bal_acc"}`` of the queries against the bank, with the current encoder."""
         bank_loader, query_loader = self._loaders
-        bank, bank_y = embed_patches(trainer, pl_module, bank_loader)
-        query, query_y = embed_patches(trainer, pl_module, query_loader)
-        self.last_bank = (trainer.global_step, bank, bank_y)
+        bank, bank_y = embed_with(trainer, pl_module, bank_loader)
+        query, query_y = embed_with(trainer, pl_module, query_loader)
         num_classes = int(max(bank_y.max(), query_y.max())) + 1
         return knn_accuracy(query, query_y, bank, bank_y, num_classes, self.k, self.temperature)
 
 
-@torch.no_grad()
-def embed_patches(
+def embed_with(
     trainer: pl.Trainer, pl_module: pl.LightningModule, loader: Iterable[Mapping[str, torch.Tensor]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised encoder embeddings (float32) and labels of ``{"patch", "target"}`` batches of raw
-    log-mel patches (a kNN loader's), on the module's device: ``pl_module.prepare_input`` then
-    ``pl_module.encoder`` in eval mode, under the trainer's precision; each submodule's mode is
-    restored afterwards."""
-    encoder: nn.Module = pl_module.encoder
-    modes = {m: m.training for m in encoder.modules()}
-    encoder.eval()
-    embeddings, labels = [], []
-    try:
-        for batch in loader:
-            x = pl_module.prepare_input(batch["patch"].to(pl_module.device, non_blocking=True))
-            with trainer.precision_plugin.forward_context():
-                h = encoder(x)
-            embeddings.append(F.normalize(h.float(), dim=1))
-            labels.append(batch["target"].to(pl_module.device, torch.long))
-    finally:
-        for module, training in modes.items():
-            module.train(training)
-    if not embeddings:
-        raise ValueError("a kNN loader from knn_dataloaders() yielded no batches")
-    return torch.cat(embeddings), torch.cat(labels)
+    """:func:`~ser_ssl.inference.embed_patches` with ``pl_module``'s encoder, input preparation and
+    device, under the trainer's precision."""
+    return embed_patches(
+        pl_module.encoder, loader, pl_module.prepare_input, pl_module.device,
+        trainer.precision_plugin.forward_context,
+    )  # fmt: skip

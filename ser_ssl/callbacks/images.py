@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
-from ser_ssl.callbacks.diagnostics import embed_patches
+from ser_ssl.callbacks.diagnostics import embed_with
 from ser_ssl.viz import figure_to_array, plot_confusion, plot_per_class, plot_views_mosaic, record_views
 
 log = logging.getLogger("ser_ssl")
@@ -240,10 +240,9 @@ class EmbeddingTable(pl.Callback):
             full embeddings). ``None`` logs every dimension. The CSV always has every dimension.
         key: the W&B key.
 
-    Cheap by reuse: when a :class:`~ser_ssl.callbacks.KNNMonitor` embedded the bank at this same step
-    (as it does at the last epoch of ``configs/pretrain.yaml``), its embeddings are taken; otherwise the
-    chosen clips are embedded here, like the monitor does (eval mode, ``no_grad``, the trainer's
-    precision, each submodule's mode restored).
+    The chosen clips are embedded as the kNN monitor embeds its bank
+    (:func:`~ser_ssl.inference.embed_patches`: eval mode, ``no_grad``, the trainer's precision, each
+    submodule's mode restored).
     """
 
     def __init__(
@@ -318,19 +317,13 @@ class EmbeddingTable(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``[n, D]`` normalised embeddings (float32, CPU) and ``[n]`` labels of the selected bank clips."""
-        for callback in trainer.callbacks:
-            bank = getattr(callback, "last_bank", None)
-            if isinstance(bank, tuple) and len(bank) == 3 and bank[0] == trainer.global_step:
-                _, embeddings, labels = bank
-                index = self.selection(len(embeddings)).to(embeddings.device)
-                return embeddings[index].float().cpu(), labels[index].cpu()
         dataset = self._bank.dataset
         index = self.selection(len(dataset)).tolist()
         batch_size = self._bank.batch_size or 64
         loader = DataLoader(
             Subset(dataset, index), batch_size, num_workers=0, collate_fn=self._bank.collate_fn
         )
-        embeddings, labels = embed_patches(trainer, pl_module, loader)
+        embeddings, labels = embed_with(trainer, pl_module, loader)
         return embeddings.cpu(), labels.cpu()
 
 

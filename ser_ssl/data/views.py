@@ -22,31 +22,12 @@ from torch.utils.data import Dataset, get_worker_info
 
 from ser_ssl.data.feature_cache import FeatureCache
 from ser_ssl.errors import DataError
-
-
-def window_starts(n_frames: int, length: int, hop: int) -> list[int]:
-    """Starts of sliding windows that cover the whole clip; the last one ends at the clip's end."""
-    if n_frames <= length:
-        return [0]
-    starts = list(range(0, n_frames - length + 1, hop))
-    if starts[-1] != n_frames - length:
-        starts.append(n_frames - length)
-    return starts
+from ser_ssl.inference import nth_window_starts, window_counts, window_index
 
 
 def random_starts(lengths: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     """A uniform start frame per clip for patches of ``length`` frames (0 for clips no longer than it)."""
     return rng.integers(0, np.maximum(np.asarray(lengths) - length, 0) + 1)
-
-
-def window_counts(lengths: np.ndarray, length: int, hop: int) -> np.ndarray:
-    """How many windows :func:`window_starts` gives each clip."""
-    return -(-np.maximum(np.asarray(lengths) - length, 0) // hop) + 1
-
-
-def nth_window_starts(lengths: np.ndarray, nth: np.ndarray, length: int, hop: int) -> np.ndarray:
-    """The start of window ``nth`` of each clip, as :func:`window_starts` lists them."""
-    return np.minimum(np.asarray(nth) * hop, np.maximum(np.asarray(lengths) - length, 0))
 
 
 def other_positions(positions: np.ndarray, n: int, draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -95,12 +76,10 @@ class PatchSource:
 
     def gather(self, rows: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
         """Patches ``[N, 1, n_mels, length]`` (float32) of cache ``rows`` from frames ``starts``: one
-        index computation, one gather and one conversion. A clip shorter than a patch wraps around
-        to its first frame, i.e. it is tiled along time; a valid start keeps longer clips from
-        reaching their end, so the modulo leaves them alone."""
+        index computation (:func:`~ser_ssl.inference.window_index`: a clip shorter than a patch is
+        tiled along time), one gather and one conversion."""
         rows, starts = rows.to(self.device).reshape(-1), starts.to(self.device).reshape(-1)
-        steps = torch.arange(length, device=self.device)
-        index = self.offsets[rows, None] + (starts[:, None] + steps) % self.lengths[rows, None]
+        index = self.offsets[rows, None] + window_index(starts, length, self.lengths[rows])
         frames = self.features.index_select(0, index.reshape(-1)).view(len(rows), length, -1)
         return frames.transpose(1, 2).unsqueeze(1).to(torch.float32, memory_format=torch.contiguous_format)
 
@@ -235,7 +214,8 @@ class LabeledPatchDataset(CacheDataset):
 
     Args:
         hop_frames: ``None`` draws the start uniformly from every frame; an int draws one of the
-            sliding windows with that hop (:func:`window_starts`), a finite set of patches per clip.
+            sliding windows with that hop (:func:`~ser_ssl.inference.window_starts`), a finite set of
+            patches per clip.
     """
 
     def __init__(

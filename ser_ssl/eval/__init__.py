@@ -12,7 +12,6 @@ from ser_ssl.eval.geometry import (
 )
 from ser_ssl.eval.knn import knn_accuracy, knn_predict
 from ser_ssl.eval.metrics import (
-    clip_mean,
     clip_metrics,
     per_class_metric,
     per_class_rows,
@@ -22,7 +21,6 @@ from ser_ssl.eval.metrics import (
 
 __all__ = [
     "alignment",
-    "clip_mean",
     "clip_metrics",
     "dimension_std",
     "dimension_std_ratio",

@@ -1,8 +1,9 @@
-"""Clip-level classification metrics (docs/method.md §7): aggregation of window outputs and the metric sets.
+"""Clip-level classification metrics (docs/method.md §7).
 
 A clip's prediction is the mean of its windows' probabilities (softmax for single-label, sigmoid
-for multi-label data); every metric is computed on clips, never on windows. Pure torch/torchmetrics,
-no Lightning, so export and evaluation scripts can reuse it.
+for multi-label data, averaged by :func:`ser_ssl.inference.clip_mean`); every metric is computed on
+clips, never on windows. Pure torch/torchmetrics, no Lightning, so export and evaluation scripts
+can reuse it.
 """
 
 from __future__ import annotations
@@ -22,21 +23,12 @@ from torchmetrics.classification import (
 )
 
 __all__ = [
-    "clip_mean",
     "clip_metrics",
     "per_class_metric",
     "per_class_rows",
     "write_confusion_csv",
     "write_per_class_csv",
 ]
-
-
-def clip_mean(values: torch.Tensor, clip: torch.Tensor, n_clips: int) -> torch.Tensor:
-    """Average the rows of ``values`` that share a clip index: ``[windows, C] -> [n_clips, C]``."""
-    sums = torch.zeros(n_clips, values.shape[1], device=values.device, dtype=values.dtype)
-    sums.index_add_(0, clip, values)
-    counts = torch.bincount(clip, minlength=n_clips).clamp_min(1).to(values.dtype)
-    return sums / counts[:, None]
 
 
 def clip_metrics(num_classes: int, multilabel: bool = False) -> MetricCollection:

@@ -3,7 +3,7 @@
 Same contract as :mod:`ser_ssl.models.encoders`: ``forward(x [B, 1, n_mels, frames]) -> [B, embed_dim]``,
 an ``embed_dim`` attribute and ``frames(x) -> [B, D, frames']``, the frame-level embeddings before time
 pooling. Unlike ser-ssl's own encoders, ``D`` is not always ``embed_dim`` (``PaperVGG``'s dense layer and
-``PaperCRNN``'s product of GRU states come after time pooling); :func:`ser_ssl.hear.frame_stride`
+``PaperCRNN``'s product of GRU states come after time pooling); :func:`ser_ssl.inference.frame_stride`
 measures it. The architectures are fixed, so the classes take no settings; where the paper's description
 leaves a detail open, the class docstring says what was chosen. Building blocks come from
 :mod:`ser_ssl.models.encoders`.

@@ -21,7 +21,6 @@ from torch import nn
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.errors import ConfigError
 from ser_ssl.eval.metrics import (
-    clip_mean,
     clip_metrics,
     per_class_metric,
     per_class_rows,
@@ -29,10 +28,11 @@ from ser_ssl.eval.metrics import (
     write_per_class_csv,
 )
 from ser_ssl.files import clip_ids
+from ser_ssl.inference import clip_mean
 from ser_ssl.tasks.base import BaseTask
 from ser_ssl.tasks.checkpoint import CheckpointError, Pretrained, read_pretrained
 
-__all__ = ["DownstreamTask", "EmbeddingMemo", "FineTune", "LinearProbe", "clip_mean"]
+__all__ = ["DownstreamTask", "EmbeddingMemo", "FineTune", "LinearProbe"]
 
 
 class DownstreamTask(BaseTask):

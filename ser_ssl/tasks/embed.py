@@ -2,55 +2,23 @@
 
 A clip is cut into the same non-overlapping windows as downstream evaluation (hop = patch length; the
 last window ends at the clip's end, so it may overlap the one before). The clip embedding is the mean
-of its windows' embeddings; the frame-level sequence is the encoder's ``frames()`` of each window,
-concatenated in time order, each frame of the clip's time kept once (see :func:`frame_layout`).
+of its windows' embeddings; the frame-level sequence lies on the regular time grid of the HEAR API
+(:class:`~ser_ssl.inference.TimestampGrid`). Both come from :mod:`ser_ssl.inference`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import torch
 
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.errors import ConfigError
-from ser_ssl.eval.metrics import clip_mean
+from ser_ssl.inference import TimestampGrid, clip_mean, frame_stride, grid_frames, join_windows
 from ser_ssl.tasks.base import BaseTask
 from ser_ssl.tasks.checkpoint import read_pretrained
-
-
-def frame_layout(
-    starts: Sequence[int], n_frames: int, patch_frames: int, out_frames: int
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Which output frames of each window make up a clip's frame sequence, and where they are.
-
-    A window starting at input frame ``s`` gives ``out_frames`` output frames; output frame ``j``
-    stands for input frames ``[s + j*r, s + (j+1)*r)`` with ``r = patch_frames / out_frames`` (the
-    encoder's time downsampling, measured from shapes). A frame is kept when its midpoint lies in the
-    part of the clip that no earlier window covered and that is real audio, not the tiling of a clip
-    shorter than a patch: so overlapping windows add each instant once and time increases. A clip too
-    short for any midpoint keeps its first frame.
-
-    Returns the kept output-frame indices per window and their centres in input frames (input frame
-    ``k`` is centred at sample ``k * hop_length``; multiply by ``hop_length / sample_rate`` for seconds).
-    """
-    r = patch_frames / out_frames
-    keep, centres = [], []
-    covered = 0.0
-    for s in starts:
-        end = min(s + patch_frames, n_frames)
-        mids = s + (np.arange(out_frames) + 0.5) * r
-        sel = np.flatnonzero((mids >= covered) & (mids < end))
-        keep.append(sel)
-        centres.append(mids[sel] - 0.5)  # midpoint of [a, b) in frame units is frame (a + b - 1) / 2
-        covered = max(covered, end)
-    if not any(len(k) for k in keep):
-        keep[0] = np.array([0])
-        centres[0] = np.array([(n_frames - 1) / 2])
-    return keep, np.concatenate(centres)
 
 
 class Embed(BaseTask):
@@ -63,8 +31,11 @@ class Embed(BaseTask):
 
     Args:
         encoder_checkpoint: a SimCLR checkpoint; its encoder and input statistics are used as they are.
-        frame_level: also return the frame-level sequences (costs a second encoder pass: the clip
-            embedding always comes from the encoder's ``forward``, whatever its pooling).
+        frame_level: also return the frame-level sequences (costs further encoder passes, one per
+            grid phase: the clip embedding always comes from the encoder's ``forward``, whatever its
+            pooling).
+        timestamp_hop_ms: the frame sequence's interval is at most this (as the HEAR API's
+            ``model.timestamp_hop_ms``).
         n_mels: mel bands of the input (linked from the data module by the CLI).
         channels_last: run convolutions in the channels-last memory format (faster on CPU).
     """
@@ -73,6 +44,7 @@ class Embed(BaseTask):
         self,
         encoder_checkpoint: str,
         frame_level: bool = False,
+        timestamp_hop_ms: float = 50.0,
         n_mels: int = 96,
         channels_last: bool = True,
     ) -> None:
@@ -82,6 +54,8 @@ class Embed(BaseTask):
         self.encoder = pretrained.encoder
         self.features = pretrained.features  # None when the checkpoint does not record them
         self.frame_level = frame_level
+        self.timestamp_hop_ms = timestamp_hop_ms
+        self._grid: TimestampGrid | None = None
         self.encoder_checkpoint = encoder_checkpoint
         n_stats = pretrained.stats["mean"].shape[0]
         if n_stats != n_mels:
@@ -124,25 +98,35 @@ class Embed(BaseTask):
             "embedding": clip_mean(self.encoder(x).float(), batch["clip"], n),
         }
         if self.frame_level:
-            out["frames"], out["timestamps"] = self.frame_sequences(x, batch)
+            out["frames"], out["timestamps"] = self.frame_sequences(batch)
         return out
 
+    def timestamp_grid(self, n_mels: int, patch_frames: int) -> TimestampGrid:
+        """The frame sequences' grid (measured once: :func:`~ser_ssl.inference.frame_stride` runs the
+        encoder a few times)."""
+        if self._grid is None or self._grid.patch_frames != patch_frames:
+            stride, _ = frame_stride(self.encoder, n_mels, patch_frames)
+            ms_per_frame = 1000 * self.seconds_per_frame
+            self._grid = TimestampGrid.finest(stride, patch_frames, self.timestamp_hop_ms, ms_per_frame)
+        return self._grid
+
     def frame_sequences(
-        self, x: torch.Tensor, batch: dict[str, torch.Tensor]
+        self, batch: dict[str, torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per clip of the batch: frame embeddings ``[T_i, D]`` and their centres in seconds ``[T_i]``."""
-        frames = self.encoder.frames(x).float().transpose(1, 2)  # [W, T', D]
-        clip, starts, lengths = batch["clip"].cpu(), batch["start"].cpu(), batch["length"].cpu()
+        """Per clip of the batch: frame embeddings ``[T_i, D]`` on the grid and their centres in seconds
+        ``[T_i]``. A clip's log-mel is put back together from its windows; its grid frames are those
+        centred before its last log-mel frame (the cache keeps frames, not the sound's length, so the
+        HEAR API on the same audio may give one frame more)."""
+        patches = batch["patches"][:, 0]  # [W, n_mels, patch_frames]
+        grid = self.timestamp_grid(*patches.shape[1:])
+        silence = math.log10((self.features or LogMelConfig()).log_offset)
+        clip, starts = batch["clip"].cpu(), batch["start"].cpu()
         seqs, stamps = [], []
-        for c in range(len(lengths)):
-            windows = (clip == c).nonzero().flatten().tolist()
-            keep, centres = frame_layout(
-                starts[windows].tolist(), int(lengths[c]), x.shape[-1], frames.shape[1]
-            )
-            rows = [
-                frames[w, torch.as_tensor(k, device=frames.device)]
-                for w, k in zip(windows, keep, strict=True)
-            ]
-            seqs.append(torch.cat(rows))
-            stamps.append(torch.as_tensor(centres * self.seconds_per_frame, dtype=torch.float64))
+        for c, n_frames in enumerate(batch["length"].tolist()):
+            windows = (clip == c).nonzero().flatten()
+            own = patches[windows.to(patches.device)].float()
+            mel = join_windows(own, starts[windows].tolist(), n_frames)
+            count = grid.count(n_frames - 1)
+            seqs.append(grid_frames(self.encoder, self.prepare_input, mel[None], grid, count, silence)[0])
+            stamps.append(grid.centres(count) * self.seconds_per_frame)
         return seqs, stamps

@@ -12,12 +12,10 @@ from ser_ssl.data.views import (
     PatchSource,
     TwoViewDataset,
     as_batch,
-    nth_window_starts,
     other_positions,
     random_starts,
-    window_counts,
-    window_starts,
 )
+from ser_ssl.inference import nth_window_starts, window_counts, window_starts
 from tests.conftest import make_cache, tile_to
 
 LENGTHS = [60, 80, 5, 90, 20, 1, 33]

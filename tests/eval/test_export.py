@@ -13,12 +13,12 @@ import yaml
 
 from ser_ssl.audio import LogMel, LogMelConfig, Standardize, load_audio
 from ser_ssl.cli import cli_main
-from ser_ssl.data.views import window_starts
+from ser_ssl.inference import TimestampGrid, frame_stride, window_starts
 from ser_ssl.tasks import load_pretrained
-from ser_ssl.tasks.embed import frame_layout
 from tests.conftest import tile_to, tiny_args
 
 PATCH = 101
+HOP_S = LogMelConfig().hop_length / LogMelConfig().sample_rate
 
 
 def manifest_rows(path: Path) -> list[dict[str, str]]:
@@ -81,23 +81,20 @@ def test_exported_embeddings_and_frames_equal_a_direct_computation(exported, pre
     with torch.no_grad():
         x = normalizer(windows)
         expected = encoder(x).mean(0).numpy()
-        per_window = encoder.frames(x).transpose(1, 2).numpy()  # [W, T', D]
     np.testing.assert_allclose(out["embeddings"][i], expected, rtol=1e-4, atol=1e-5)
 
     offsets, stamps = frames["offsets"], frames["timestamps"]
     assert offsets.shape == (len(rows) + 1,) and offsets[-1] == len(frames["frames"]) == len(stamps)
-    seq = frames["frames"][offsets[i] : offsets[i + 1]]
-    out_frames = per_window.shape[1]
-    # the non-overlapping windows come whole and in order; the last one adds only the clip's tail
-    whole = np.concatenate(per_window[:-1])
-    np.testing.assert_allclose(seq[: len(whole)], whole, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(seq[-1], per_window[-1, -1], rtol=1e-4, atol=1e-5)
-    assert len(seq) == pytest.approx(n_frames * out_frames / PATCH, abs=1)
-    hop = LogMelConfig().hop_length / LogMelConfig().sample_rate
-    frame_s = PATCH / out_frames * hop
+    # the frames lie on the HEAR API's grid (39.9 ms: 4 log-mel frames, a quarter of the encoder's stride)
+    grid = TimestampGrid.finest(frame_stride(encoder, 96, PATCH)[0], PATCH, 50.0, 1000 * HOP_S)
+    assert grid.hop == 4
     for c in range(len(rows)):
         t = stamps[offsets[c] : offsets[c + 1]]
-        assert len(t) >= 1 and np.all(np.diff(t) > 0) and t[0] >= 0 and t[-1] <= durations[c] + frame_s / 2
+        frames_c = clip_windows(tiny_data.parent / rows[c]["filename"])[2]
+        assert len(t) == grid.count(frames_c - 1) >= 1
+        np.testing.assert_allclose(t, (grid.first + grid.hop * np.arange(len(t))) * HOP_S, atol=1e-9)
+        assert t[-1] < durations[c]
+    assert offsets[i + 1] - offsets[i] == pytest.approx(n_frames / grid.hop, abs=1)
 
 
 @pytest.mark.slow
@@ -117,29 +114,25 @@ def test_export_of_unlabelled_clips_of_one_split(pretrained, tiny_data, tmp_path
     assert not (tmp_path / "out" / "frames.npz").exists()
 
 
-def test_frame_layout_keeps_each_instant_once_in_time_order():
-    # 250 frames, windows at 0, 101 and 149 (end-aligned, overlapping), 26 output frames per window
-    keep, centres = frame_layout([0, 101, 149], 250, 101, 26)
-    assert [len(k) for k in keep[:2]] == [26, 26] and 0 < len(keep[2]) < 26
-    assert np.all(np.diff(centres) > 0) and centres[-1] < 250
-    assert len(centres) == pytest.approx(250 * 26 / 101, abs=1)
-    # a clip shorter than a patch keeps only frames of its own audio, not of the tiling
-    keep, centres = frame_layout([0], 20, 101, 26)
-    assert len(keep[0]) == 5 and centres[-1] < 20
-    # too short for any frame midpoint: one frame, at the clip's centre
-    keep, centres = frame_layout([0], 1, 101, 26)
-    assert keep[0].tolist() == [0] and centres.tolist() == [0.0]
-
-
 @pytest.mark.slow
 def test_hear_wrapper_agrees_with_export(exported, pretrained):
-    """The same clip embeddings (same windows; only the cache's float16 log-mel differs, about 1e-3).
-    HEAR's timestamp frames follow their own regular grid (tests/test_hear.py)."""
+    """The same clip embeddings (same windows) and the same frame sequences on the same grid; only the
+    cache's float16 log-mel differs (about 1e-3). The cache knows a clip's frames, not its samples, so
+    HEAR may give one frame more at the end."""
     from ser_ssl import hear
 
     model = hear.load_model(str(pretrained / "pretrain" / "checkpoints" / "last.ckpt"))
     out, frames = np.load(exported / "embeddings.npz"), np.load(exported / "frames.npz")
-    for i in (0, int(np.argmax(np.diff(frames["offsets"])))):
+    offsets = frames["offsets"]
+    for i in (0, int(np.argmax(np.diff(offsets)))):
         audio = load_audio(out["paths"][i], model.sample_rate)[None]
         scene = hear.get_scene_embeddings(audio, model)[0].numpy()
         np.testing.assert_allclose(scene, out["embeddings"][i], atol=5e-3)
+        seq, stamps = hear.get_timestamp_embeddings(audio, model)
+        ours, our_stamps = (
+            frames["frames"][offsets[i] : offsets[i + 1]],
+            frames["timestamps"][offsets[i] : offsets[i + 1]],
+        )
+        assert 0 <= seq.shape[1] - len(ours) <= 1
+        np.testing.assert_allclose(stamps[0, : len(ours)].numpy(), 1000 * our_stamps, rtol=1e-6)
+        np.testing.assert_allclose(seq[0, : len(ours)].numpy(), ours, atol=5e-3)

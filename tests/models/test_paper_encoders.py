@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ser_ssl.cli import cli_main
-from ser_ssl.hear import frame_stride
+from ser_ssl.inference import frame_stride
 from ser_ssl.models import PaperCRNN, PaperResNet18, PaperVGG
 from ser_ssl.tasks import load_pretrained
 from ser_ssl.tasks.simclr import CHECKPOINT_KIND

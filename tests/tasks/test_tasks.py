@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from ser_ssl.data import LabeledDataModule
+from ser_ssl.inference import clip_mean
 from ser_ssl.models import VGGLike
 from ser_ssl.tasks import FineTune, LinearProbe, SimCLR, load_pretrained
 from ser_ssl.tasks.checkpoint import CheckpointError, build_module
-from ser_ssl.tasks.downstream import clip_mean
 from tests.conftest import quiet_trainer
 
 SMALL = {"class_path": "ser_ssl.models.VGGLike", "init_args": {"channels": [8, 16], "embed_dim": 32}}
