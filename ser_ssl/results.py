@@ -77,6 +77,7 @@ ABLATIONS = {
     "blur": "mix-back + Gaussian blur",
     "noise": "mix-back + Gaussian noise",
     "all": "mix-back + all six",
+    "paper": "mix-back + all six, the public code's variants",
 }
 VARIANTS.update({name: ("--config", f"configs/views/{name}.yaml") for name in ABLATIONS})
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,12 @@ def _check_probability(p: float) -> float:
 def _check_count(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _check_flag(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
     return value
 
 
@@ -117,7 +124,7 @@ class BatchTransform(nn.Module):
         return self.apply(x, self.sample_params(x))
 
     def extra_repr(self) -> str:
-        """The constructor's arguments, e.g. ``RandomShift(max_time=30, max_freq=10, p=1.0)``."""
+        """The constructor's arguments, e.g. ``RandomShift(max_time=30, max_freq=10, p=1.0, ...)``."""
         names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
         return ", ".join(f"{n}={getattr(self, n)!r}" for n in names if hasattr(self, n))
 
@@ -206,31 +213,48 @@ class RandomShift(BatchTransform):
     frames per sample, without wrapping: vacated bins take the sample's minimum (its quietest level).
 
     ``out[m, t] = x[m - df, t - dt]``, so positive shifts move content to higher bands and later frames.
-    Params: ``dt`` and ``df`` (int64, ``[B]``).
+    The paper's public code differs in two ways, each an option: ``wrap`` shifts circularly (what
+    leaves one edge comes back at the other, ``out[m, t] = x[(m - df) mod M, (t - dt) mod T]``, a
+    per-sample ``torch.roll``) and ``one_way`` draws only non-negative shifts, ``U{0..max}``, i.e. up
+    in frequency and later in time. Params: ``dt`` and ``df`` (int64, ``[B]``).
     """
 
     label = "shift"
 
-    def __init__(self, max_time: int = 30, max_freq: int = 10, p: float = 1.0) -> None:
+    def __init__(
+        self,
+        max_time: int = 30,
+        max_freq: int = 10,
+        p: float = 1.0,
+        wrap: bool = False,
+        one_way: bool = False,
+    ) -> None:
         super().__init__(p)
         self.max_time = _check_count("max_time", max_time)
         self.max_freq = _check_count("max_freq", max_freq)
+        self.wrap = _check_flag("wrap", wrap)
+        self.one_way = _check_flag("one_way", one_way)
 
     def _sample(self, x: torch.Tensor) -> Params:
         b = x.shape[0]
-        dt = torch.randint(-self.max_time, self.max_time + 1, (b,), device=x.device)
-        df = torch.randint(-self.max_freq, self.max_freq + 1, (b,), device=x.device)
+        low_time, low_freq = (0, 0) if self.one_way else (-self.max_time, -self.max_freq)
+        dt = torch.randint(low_time, self.max_time + 1, (b,), device=x.device)
+        df = torch.randint(low_freq, self.max_freq + 1, (b,), device=x.device)
         return {"dt": dt, "df": df}
 
     def _transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         b, c, m, t = x.shape
         src_f = torch.arange(m, device=x.device) - params["df"].view(b, 1)  # [B, M] source band
         src_t = torch.arange(t, device=x.device) - params["dt"].view(b, 1)  # [B, T] source frame
-        valid = ((src_f >= 0) & (src_f < m)).view(b, m, 1) & ((src_t >= 0) & (src_t < t)).view(b, 1, t)
-        # one gather over the flattened (M, T) plane; out-of-patch sources are clamped, then replaced
+        if self.wrap:
+            src_f, src_t = src_f.remainder(m), src_t.remainder(t)  # non-negative for any shift
+        # one gather over the flattened (M, T) plane; unwrapped, sources outside are clamped, then replaced
         source = src_f.clamp(0, m - 1).view(b, m, 1) * t + src_t.clamp(0, t - 1).view(b, 1, t)
         index = source.view(b, 1, m * t).expand(b, c, m * t)
         moved = x.reshape(b, c, m * t).gather(2, index).view(b, c, m, t)
+        if self.wrap:
+            return moved
+        valid = ((src_f >= 0) & (src_f < m)).view(b, m, 1) & ((src_t >= 0) & (src_t < t)).view(b, 1, t)
         return torch.where(valid.view(b, 1, m, t), moved, _sample_stat(x, "min").to(x.dtype))
 
 
@@ -262,7 +286,8 @@ class SpecAugment(BatchTransform):
 
     Each mask has width ``w ~ U{0..width}`` (``width`` clamped to the axis) and a uniform start in
     ``[0, axis - w]``. Params: ``freq_start``, ``freq_width`` ``[B, freq_masks]`` and ``time_start``,
-    ``time_width`` ``[B, time_masks]`` (int64). The mean (not 0) keeps it right on unstandardised input.
+    ``time_width`` ``[B, time_masks]`` (int64). The mean (not 0) keeps it right on unstandardised input;
+    ``fill="min"`` takes the sample's minimum instead (its quietest level), as the paper's public code did.
 
     The masks are drawn here rather than with ``torchaudio.functional.mask_along_axis_iid`` because
     that function draws internally and cannot report the widths and starts it drew, which the view
@@ -278,12 +303,16 @@ class SpecAugment(BatchTransform):
         time_masks: int = 2,
         time_width: int = 20,
         p: float = 1.0,
+        fill: Literal["mean", "min"] = "mean",
     ) -> None:
         super().__init__(p)
         self.freq_masks = _check_count("freq_masks", freq_masks)
         self.freq_width = _check_count("freq_width", freq_width)
         self.time_masks = _check_count("time_masks", time_masks)
         self.time_width = _check_count("time_width", time_width)
+        if fill not in ("mean", "min"):
+            raise ConfigError(f"fill of SpecAugment must be 'mean' or 'min', got {fill!r}")
+        self.fill = fill
 
     @staticmethod
     def _draw_masks(b: int, n: int, width: int, size: int, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -318,7 +347,7 @@ class SpecAugment(BatchTransform):
         b, _, m, t = x.shape
         freq = self._covered(params["freq_start"], params["freq_width"], m).view(b, 1, m, 1)
         time = self._covered(params["time_start"], params["time_width"], t).view(b, 1, 1, t)
-        return torch.where(freq | time, _sample_stat(x, "mean").to(x.dtype), x)
+        return torch.where(freq | time, _sample_stat(x, self.fill).to(x.dtype), x)
 
     def describe(self, params: Params, i: int) -> str:
         """E.g. ``"specaug freq=[3:9, 40:52] time=[10:12]"`` (python slices of the masked bins)."""
@@ -362,6 +391,11 @@ class GaussianBlur(BatchTransform):
     copies weighted per sample (``kernel_size`` fused multiply-adds), with replicate padding so the
     size is kept and a constant patch stays constant. Params: ``sigma`` ``[B]``.
 
+    ``random_kernel_size`` draws, as the paper's public code did, an odd kernel size per sample and
+    per axis, uniform over ``1, 3, ..., kernel_size`` (params ``kernel_freq``, ``kernel_time``, int64
+    ``[B]``; size 1 leaves that axis as it is). A smaller kernel is the full one with its outer taps
+    set to 0 before normalising, so per-sample sizes cost no more than the fixed size.
+
     Not a grouped convolution (batch as channels, ``groups = B·C``): the convolution picks its
     algorithm by the number of groups, so one sample's output changed in the last bit with the
     batch around it, and on a 2-core CPU it was 1.5-2× slower (256 patches of 96 × 101).
@@ -369,7 +403,13 @@ class GaussianBlur(BatchTransform):
 
     label = "blur"
 
-    def __init__(self, kernel_size: int = 5, sigma: tuple[float, float] = (0.1, 1.0), p: float = 1.0) -> None:
+    def __init__(
+        self,
+        kernel_size: int = 5,
+        sigma: tuple[float, float] = (0.1, 1.0),
+        p: float = 1.0,
+        random_kernel_size: bool = False,
+    ) -> None:
         super().__init__(p)
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
             raise ConfigError(
@@ -379,22 +419,40 @@ class GaussianBlur(BatchTransform):
             raise ConfigError(f"kernel_size of GaussianBlur must be odd to keep the size, got {kernel_size}")
         self.kernel_size = kernel_size
         self.sigma = _check_range("sigma of GaussianBlur", sigma, 0.0, low_open=True)
+        self.random_kernel_size = _check_flag("random_kernel_size", random_kernel_size)
 
     def _sample(self, x: torch.Tensor) -> Params:
-        return {"sigma": _uniform(x.shape[0], *self.sigma, like=x)}
+        # the kernel sizes are drawn only when asked for, so the default leaves the RNG stream as it was
+        params = {"sigma": _uniform(x.shape[0], *self.sigma, like=x)}
+        if self.random_kernel_size:
+            for axis in ("kernel_freq", "kernel_time"):
+                radius = torch.randint(0, self.kernel_size // 2 + 1, (x.shape[0],), device=x.device)
+                params[axis] = 2 * radius + 1
+        return params
 
-    def kernels(self, sigma: torch.Tensor) -> torch.Tensor:
-        """``[B, kernel_size]`` normalised taps; the centre tap is exp(0) = 1, so the sum never is 0."""
+    def kernels(self, sigma: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, kernel_size]`` normalised taps; the centre tap is exp(0) = 1, so the sum never is 0.
+
+        ``size`` (odd, ``[B]``) zeroes the taps beyond each sample's own radius.
+        """
         radius = self.kernel_size // 2
         offsets = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
         taps = torch.exp(-(offsets**2) / (2 * sigma.unsqueeze(1) ** 2))
+        if size is not None:
+            inside = offsets.abs() <= (size.unsqueeze(1) // 2).to(sigma.dtype)
+            taps = torch.where(inside, taps, torch.zeros_like(taps))
         return taps / taps.sum(1, keepdim=True)
 
     def _transform(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        taps = self.kernels(params["sigma"].to(_param_dtype(x)))
+        sigma = params["sigma"].to(_param_dtype(x))
+        if self.random_kernel_size:
+            taps_freq = self.kernels(sigma, params["kernel_freq"])
+            taps_time = self.kernels(sigma, params["kernel_time"])
+        else:
+            taps_freq = taps_time = self.kernels(sigma)
         r = self.kernel_size // 2
-        y = _blur_axis(x.to(taps.dtype), taps, (0, 0, r, r), dim=2)  # frequency
-        return _blur_axis(y, taps, (r, r, 0, 0), dim=3)  # time
+        y = _blur_axis(x.to(sigma.dtype), taps_freq, (0, 0, r, r), dim=2)  # frequency
+        return _blur_axis(y, taps_time, (r, r, 0, 0), dim=3)  # time
 
 
 def _blur_axis(x: torch.Tensor, taps: torch.Tensor, pad: tuple[int, ...], dim: int) -> torch.Tensor:

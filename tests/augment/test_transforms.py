@@ -250,7 +250,9 @@ def test_every_transform_is_a_batch_transform_with_the_paper_defaults():
     assert (spec.freq_masks, spec.freq_width, spec.time_masks, spec.time_width) == (2, 20, 2, 20)
     assert GaussianNoise().max_std == 0.01
     assert GaussianBlur().kernel_size == 5 and GaussianBlur().sigma == (0.1, 1.0)
-    assert repr(RandomShift(max_time=4, p=0.5)) == "RandomShift(max_time=4, max_freq=10, p=0.5)"
+    assert repr(RandomShift(max_time=4, p=0.5)) == (
+        "RandomShift(max_time=4, max_freq=10, p=0.5, wrap=False, one_way=False)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
