@@ -306,12 +306,20 @@ class SSLDataModule(AudioDataModule):
     Args:
         knn_splits: ``(bank, query)`` splits for the kNN monitor (``ser_ssl.callbacks.KNNMonitor``),
             used only when their clips carry single labels; ``null`` turns the monitor's data off.
+        distinct_backgrounds: take the two views' backgrounds from two different clips, as the paper's
+            public code did (by default each is drawn from the other clips independently).
         **kwargs: the settings of :class:`AudioDataModule`.
     """
 
-    def __init__(self, knn_splits: tuple[str, str] | None = ("train", "val"), **kwargs) -> None:
+    def __init__(
+        self,
+        knn_splits: tuple[str, str] | None = ("train", "val"),
+        distinct_backgrounds: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.knn_splits = knn_splits
+        self.distinct_backgrounds = distinct_backgrounds
         self.classes: list[str] = []  # sorted single labels of the training split (for the online probe)
         self.knn_classes: list[str] = []  # names of the kNN loaders' integer labels
 
@@ -369,6 +377,7 @@ class SSLDataModule(AudioDataModule):
             self.rank,
             targets=self.train_targets(idx),
             host_gather=not self.gathers_on_device(rows),
+            distinct_backgrounds=self.distinct_backgrounds,
         )
         return self._train_loader(ds)
 

@@ -36,6 +36,18 @@ def other_positions(positions: np.ndarray, n: int, draws: int, rng: np.random.Ge
     return others + (others >= np.asarray(positions)[:, None])
 
 
+def two_other_positions(positions: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``[len(positions), 2]`` positions in ``range(n)``, different from their row's and from each other:
+    the first uniform among the others, the second uniform among the rest."""
+    positions = np.asarray(positions)
+    first = other_positions(positions, n, 1, rng)[:, 0]
+    low, high = np.minimum(positions, first), np.maximum(positions, first)
+    second = rng.integers(0, n - 2, size=len(positions))
+    second = second + (second >= low)
+    second = second + (second >= high)
+    return np.stack([first, second], axis=1)
+
+
 #: :meth:`PatchSource.upload` copies in blocks of about this size: few transfers, bounded host memory.
 UPLOAD_BLOCK_BYTES = 2**28
 
@@ -160,7 +172,9 @@ class CacheDataset(Dataset):
 
 class TwoViewDataset(CacheDataset):
     """Per clip: two patches at independent random offsets, each with a background patch taken
-    from a different, randomly chosen clip (the two backgrounds are drawn independently).
+    from a different, randomly chosen clip (the two backgrounds are drawn independently, so they may
+    come from the same clip; ``distinct_backgrounds`` takes them from two different clips, as the
+    paper's public code did).
 
     A batch is a dict: ``views`` and ``backgrounds`` ``[n, 2, 1, n_mels, patch_frames]``, ``index``
     ``[n]`` (dataset positions) and, with ``targets``, ``target`` ``[n]``.
@@ -168,6 +182,7 @@ class TwoViewDataset(CacheDataset):
     Args:
         targets: optional class index per clip (-1: none), passed on as ``target`` for the online
             linear probe (``SimCLR(online_probe=True)``); the views never depend on it.
+        distinct_backgrounds: the two views' backgrounds come from two different clips (needs 3 clips).
     """
 
     def __init__(
@@ -178,10 +193,14 @@ class TwoViewDataset(CacheDataset):
         rank: int = 0,
         targets: Sequence[int] | None = None,
         host_gather: bool = True,
+        distinct_backgrounds: bool = False,
     ) -> None:
         super().__init__(cache, rows, patch_frames, rank, host_gather)
         if len(self.rows) < 2:
             raise DataError("two-view pretraining needs at least 2 clips (backgrounds come from other clips)")
+        if distinct_backgrounds and len(self.rows) < 3:
+            raise DataError("distinct_backgrounds needs at least 3 clips (a clip and two others)")
+        self.distinct_backgrounds = distinct_backgrounds
         self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
         if self.targets is not None and len(self.targets) != len(self.rows):
             raise ValueError(f"{len(self.targets)} targets for {len(self.rows)} clips")
@@ -190,7 +209,10 @@ class TwoViewDataset(CacheDataset):
         """Draws ``[2, n, 2]`` (views then backgrounds, clip by clip, two each): for the views the
         clips themselves, for the backgrounds other clips; a uniform start for every patch."""
         views = np.repeat(positions[:, None], 2, axis=1)
-        backgrounds = other_positions(positions, len(self.rows), 2, self.rng)
+        if self.distinct_backgrounds:
+            backgrounds = two_other_positions(positions, len(self.rows), self.rng)
+        else:
+            backgrounds = other_positions(positions, len(self.rows), 2, self.rng)
         sources = np.stack([views, backgrounds])
         starts = random_starts(self.lengths(sources), self.patch_frames, self.rng)
         batch = {"draws": self.draws(sources, starts), "index": torch.from_numpy(positions)}

@@ -14,7 +14,9 @@ from ser_ssl.data.views import (
     as_batch,
     other_positions,
     random_starts,
+    two_other_positions,
 )
+from ser_ssl.errors import DataError
 from ser_ssl.inference import nth_window_starts, window_counts, window_starts
 from tests.conftest import make_cache, tile_to
 
@@ -81,6 +83,31 @@ def test_backgrounds_are_never_the_clip_itself_and_cover_all_others():
     assert (others != positions[:, None]).all() and ((others >= 0) & (others < 5)).all()
     for p in range(5):
         assert set(others[positions == p].ravel().tolist()) == set(range(5)) - {p}
+
+
+def test_distinct_backgrounds_are_two_other_clips_each_pair_equally_likely():
+    rng = np.random.default_rng(0)
+    positions = np.repeat(np.arange(4), 6000)
+    pairs = two_other_positions(positions, 4, rng)
+    assert (pairs != positions[:, None]).all() and (pairs[:, 0] != pairs[:, 1]).all()
+    for p in range(4):
+        drawn = [tuple(x) for x in pairs[positions == p].tolist()]
+        others = set(range(4)) - {p}
+        expected = {(a, b) for a in others for b in others if a != b}  # 6 ordered pairs
+        assert set(drawn) == expected
+        counts = np.array([drawn.count(pair) for pair in sorted(expected)])
+        assert ((counts - 1000) ** 2 / 1000).sum() < 20.5  # 5 degrees of freedom: p = 0.001
+
+
+def test_two_view_batches_with_distinct_backgrounds(tmp_path):
+    cache = make_cache(tmp_path, [60, 80, 5, 90])
+    ds = TwoViewDataset(cache, [0, 1, 2, 3], patch_frames=20, distinct_backgrounds=True)
+    batch = ds.__getitems__([0, 1, 2, 3] * 20)
+    for i, backgrounds in zip(batch["index"].tolist(), batch["backgrounds"], strict=True):
+        (first,), (second,) = (clip_and_frame(bg)[0] for bg in backgrounds)
+        assert i not in (first, second) and first != second
+    with pytest.raises(DataError, match="at least 3 clips"):
+        TwoViewDataset(make_cache(tmp_path / "two", [60, 80]), [0, 1], 20, distinct_backgrounds=True)
 
 
 def test_one_gather_equals_the_plain_per_clip_reading(noisy_cache):
