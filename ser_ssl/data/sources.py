@@ -424,10 +424,19 @@ class FSDnoisy18k(DataSource):
 
     ``train_set`` picks the training clips: ``noisy`` (``manually_verified == 0``), ``clean`` (the
     small manually verified subset, ``manually_verified == 1``), ``noisy_small`` (the noisy subset
-    of about the clean one's size, ``noisy_small == 1``) or ``all``. The data set has no validation
-    split, so ``val_fraction`` of the chosen training clips (stratified by class, seeded by
-    ``seed``) become ``val``; 0 keeps them all for training. Each clip is its own group and has the
-    one label of its ``label`` cell.
+    of about the clean one's size, ``noisy_small == 1``) or ``all``. The test split is always the
+    official test set.
+
+    ``val_set`` picks the validation clips, as the paper's two protocols need them:
+
+    - ``split`` (default): ``val_fraction`` of the chosen training clips, stratified by class and
+      seeded by ``seed``; 0 keeps them all for training and skips validation. The small clean-set
+      task is ``train_set: clean`` with ``val_fraction: 0.15``.
+    - ``clean``: the whole clean set, while training on ``noisy`` or ``noisy_small`` (the noisy-label
+      task: pretraining, probes and fine-tuning on the noisy set are validated on clean labels).
+      ``val_fraction`` must then be 0, so that no noisy clip is held out as well.
+
+    Each clip is its own group and has the one label of its ``label`` cell.
     """
 
     layout = (
@@ -435,15 +444,36 @@ class FSDnoisy18k(DataSource):
         "root/FSDnoisy18k.meta/{train,test}.csv"
     )
     TRAIN_SETS: ClassVar[tuple[str, ...]] = ("noisy", "clean", "noisy_small", "all")
+    VAL_SETS: ClassVar[tuple[str, ...]] = ("split", "clean")
 
-    def __init__(self, root: str, train_set: str = "noisy", val_fraction: float = 0.1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: str,
+        train_set: str = "noisy",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        val_set: str = "split",
+    ) -> None:
         super().__init__(root)
         if train_set not in self.TRAIN_SETS:
             raise ConfigError(
                 f"FSDnoisy18k train_set must be one of {list(self.TRAIN_SETS)}, got '{train_set}'"
             )
+        if val_set not in self.VAL_SETS:
+            raise ConfigError(f"FSDnoisy18k val_set must be one of {list(self.VAL_SETS)}, got '{val_set}'")
         _check_fractions(val_fraction=val_fraction)
+        if val_set == "clean" and train_set in ("clean", "all"):
+            raise ConfigError(
+                f"FSDnoisy18k val_set 'clean' validates on the clean set, which train_set '{train_set}' "
+                "trains on; use train_set noisy or noisy_small, or val_set split"
+            )
+        if val_set == "clean" and val_fraction > 0:
+            raise ConfigError(
+                f"FSDnoisy18k val_set 'clean' takes the clean set as validation; set val_fraction 0 (got "
+                f"{val_fraction}, which would also hold out that share of the training clips)"
+            )
         self.train_set = train_set
+        self.val_set = val_set
         self.val_fraction = val_fraction
         self.seed = seed
 
@@ -452,8 +482,12 @@ class FSDnoisy18k(DataSource):
             return True
         if self.train_set == "noisy_small":
             return _int(row["noisy_small"], path, "noisy_small") == 1
-        verified = _int(row["manually_verified"], path, "manually_verified") == 1
+        verified = self._verified(row, path)
         return verified if self.train_set == "clean" else not verified
+
+    @staticmethod
+    def _verified(row: dict[str, str], path: Path) -> bool:
+        return _int(row["manually_verified"], path, "manually_verified") == 1
 
     def load(self) -> list[Clip]:
         meta = self.root / "FSDnoisy18k.meta"
@@ -462,13 +496,21 @@ class FSDnoisy18k(DataSource):
         test_rows = self._read_csv(test_csv, ("fname", "label"))
         train_dir = self._require(self.root / "FSDnoisy18k.audio_train", "folder")
         test_dir = self._require(self.root / "FSDnoisy18k.audio_test", "folder")
-        train = [
-            Clip(path=train_dir / _wav(r["fname"]), labels=(r["label"],), group=f"train/{r['fname']}")
-            for r in train_rows
-            if self._selected(r, train_csv)
-        ]
+
+        def train_clip(row: dict[str, str], split: str) -> Clip:
+            path = train_dir / _wav(row["fname"])
+            return Clip(path=path, labels=(row["label"],), split=split, group=f"train/{row['fname']}")
+
+        selected = [self._selected(r, train_csv) for r in train_rows]
+        train = [train_clip(r, "train") for r, s in zip(train_rows, selected, strict=True) if s]
         if self.val_fraction > 0:
             train = stratified_group_split(train, {"val": self.val_fraction}, self.seed)
+        if self.val_set == "clean":
+            train += [
+                train_clip(r, "val")
+                for r, s in zip(train_rows, selected, strict=True)
+                if not s and self._verified(r, train_csv)
+            ]
         test = [
             Clip(
                 path=test_dir / _wav(r["fname"]),
