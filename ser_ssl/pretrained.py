@@ -163,8 +163,15 @@ def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
 
 
 def from_pretrained(path: str | Path) -> PretrainedModel:
-    """The model of an exported folder (``python -m ser_ssl.pretrained``), in eval mode on the CPU."""
+    """The model of an exported folder (``python -m ser_ssl.pretrained``), in eval mode on the CPU. A
+    name that is no local path but reads ``owner/name[@revision]`` is pulled from the Hugging Face Hub
+    (:func:`ser_ssl.hub.pull`)."""
     folder = Path(path)
+    if isinstance(path, str) and not folder.exists():
+        from ser_ssl import hub  # here: it imports this module, and huggingface-hub is optional
+
+        if hub.is_hub_id(path):
+            folder = hub.pull(path)
     if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
         raise CheckpointError(f"{folder} is not an exported ser-ssl model (it needs {CONFIG} and {WEIGHTS})")
     config = json.loads((folder / CONFIG).read_text())
