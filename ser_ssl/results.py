@@ -53,7 +53,7 @@ class Row:
 
     name: str
     label: str
-    group: str  # "main" or "ablation"
+    group: str  # "main", "labels", "encoders" or "ablation"
     downstream: tuple[str, ...]  # configs (and options) of the probe or fine-tune
     pretrain: str | None = "default"
     extra: tuple[str, ...] = field(default_factory=tuple)
@@ -80,6 +80,13 @@ ABLATIONS = {
     "paper": "mix-back + all six, the public code's variants",
 }
 VARIANTS.update({name: ("--config", f"configs/views/{name}.yaml") for name in ABLATIONS})
+# The paper's encoders, layer for layer, pretrained and probed like the default encoder.
+PAPER_ENCODERS = {
+    "paper_vgg": "the paper's VGG-like CNN",
+    "paper_crnn": "the paper's CRNN",
+    "paper_resnet18": "the paper's ResNet-18",
+}
+VARIANTS.update({name: ("--config", f"configs/encoders/{name}.yaml") for name in PAPER_ENCODERS})
 
 ROWS: tuple[Row, ...] = (
     Row("logmel", "log-mel statistics + logistic regression", "main",
@@ -91,6 +98,8 @@ ROWS: tuple[Row, ...] = (
     Row("finetune_10pct", "fine-tuned SSL encoder, 10% of the labels", "labels", FINETUNE, extra=TENTH),
     Row("scratch_10pct", "trained from scratch, 10% of the labels", "labels", SCRATCH, pretrain=None,
         extra=TENTH),
+    *(Row(name, f"linear probe, SSL {label}", "encoders", PROBE, pretrain=name)
+      for name, label in PAPER_ENCODERS.items()),
     *(Row(f"ablation_{name}", label, "ablation", PROBE, pretrain=name) for name, label in ABLATIONS.items()),
 )  # fmt: skip
 
