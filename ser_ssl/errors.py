@@ -16,3 +16,8 @@ class DataError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file the run needs does not exist."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint or exported model that cannot provide what is asked of it; the message names the
+    file and the fix."""

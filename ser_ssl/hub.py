@@ -21,9 +21,8 @@ from pathlib import Path
 from types import ModuleType
 
 from ser_ssl import __version__
-from ser_ssl.errors import UserError
+from ser_ssl.errors import CheckpointError, UserError
 from ser_ssl.pretrained import CARD, CONFIG, PORTABLE, WEIGHTS
-from ser_ssl.tasks.checkpoint import CheckpointError
 
 FILES = [WEIGHTS, CONFIG, CARD, *PORTABLE.values()]
 # "owner/name", optionally "@revision" (a branch, tag or commit); Hub names are letters, digits, "-", "_", "."

@@ -12,7 +12,7 @@ The folder holds ``model.safetensors`` (tensors only: loading it runs no code), 
 settings, the log-mel settings, the window length, the class names) and ``README.md``, a model card
 written from the run. Loading needs ser-ssl's encoders and front end, not its training code or the
 checkpoint's torch version; like a checkpoint, a folder only builds ser-ssl's own encoders unless
-``SER_SSL_TRUST_CHECKPOINTS=1`` (see :func:`~ser_ssl.tasks.checkpoint.check_trusted`).
+``SER_SSL_TRUST_CHECKPOINTS=1`` (see :func:`~ser_ssl.models.build.check_trusted`).
 
 ``--torchscript`` and ``--onnx`` (:func:`export_portable`) add ``model.torchscript.pt`` and ``model.onnx``,
 which run without ser-ssl: audio windows -> embeddings (and class scores), see :class:`PortableModel`.
@@ -36,17 +36,9 @@ from torch import nn
 
 from ser_ssl import __version__
 from ser_ssl.audio import LogMelConfig, Standardize, load_audio
-from ser_ssl.errors import UserError
-from ser_ssl.hear import HEARModel
-from ser_ssl.tasks.checkpoint import (
-    CheckpointError,
-    build_module,
-    check_trusted,
-    pretrained_from,
-    read_checkpoint,
-)
-from ser_ssl.tasks.downstream import HEAD_KEY
-from ser_ssl.tasks.simclr import CHECKPOINT_KIND
+from ser_ssl.errors import CheckpointError, UserError
+from ser_ssl.inference import HEARModel
+from ser_ssl.models.build import build_module, check_trusted
 
 FORMAT = "ser-ssl-model"
 FORMAT_VERSION = 1
@@ -112,6 +104,11 @@ class PretrainedModel(HEARModel):
 
 def export(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Write the folder of a pretraining, probe or fine-tune checkpoint to ``out_dir``."""
+    # the training code reads checkpoints; it is imported here only, so loading a folder never needs it
+    from ser_ssl.tasks.checkpoint import pretrained_from, read_checkpoint
+    from ser_ssl.tasks.downstream import HEAD_KEY
+    from ser_ssl.tasks.simclr import CHECKPOINT_KIND
+
     checkpoint, out = Path(checkpoint), Path(out_dir)
     ckpt = read_checkpoint(checkpoint, "checkpoint", "pass a checkpoint written by `ser-ssl fit`")
     if ckpt.get("ser_ssl_kind") == CHECKPOINT_KIND:

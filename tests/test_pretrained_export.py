@@ -4,6 +4,8 @@ with the same embeddings and class scores as the checkpoint's own code path."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import asdict
 
 import pytest
@@ -133,3 +135,23 @@ def test_an_exported_probe_classifies_like_the_probe(pretrained, tiny_data, tmp_
     scope: dict = {}
     exec(block, scope)
     assert set(scope["scores"]) == set(model.class_names) and scope["embedding"].shape == (32,)
+
+
+def test_an_exported_folder_loads_and_embeds_without_the_training_code(tmp_path):
+    main([str(pretraining_checkpoint(tmp_path / "last.ckpt", ENCODERS["crnn"])), str(tmp_path / "model")])
+    expected = ser_ssl.from_pretrained(tmp_path / "model").embed(torch.ones(1, 16000))
+    torch.save(expected, tmp_path / "expected.pt")
+    # a process in which Lightning, torchmetrics and ser-ssl's training code cannot be imported
+    script = f"""
+import sys
+for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "torchmetrics", "ser_ssl.tasks"):
+    sys.modules[name] = None
+import torch, ser_ssl
+model = ser_ssl.from_pretrained({str(tmp_path / "model")!r})
+got = model.embed(torch.ones(1, 16000))
+assert torch.allclose(got, torch.load({str(tmp_path / "expected.pt")!r}), atol=1e-6)
+print("loaded", sorted(m for m in sys.modules if m.startswith("ser_ssl.")))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "loaded" in done.stdout and "ser_ssl.data" not in done.stdout

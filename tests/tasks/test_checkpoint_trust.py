@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from ser_ssl.models import CRNN, LogMelStats, PaperCRNN, PaperResNet18, PaperVGG, ResNet18, VGGLike
+from ser_ssl.models.build import OWN_ENCODERS, TRUST_ENV
 from ser_ssl.tasks import load_pretrained
-from ser_ssl.tasks.checkpoint import OWN_ENCODERS, TRUST_ENV, CheckpointError, read_pretrained
+from ser_ssl.tasks.checkpoint import CheckpointError, read_pretrained
 from ser_ssl.tasks.simclr import CHECKPOINT_KIND
 
 EVIL = """
