@@ -116,17 +116,22 @@ class Embed(BaseTask):
         """Per clip of the batch: frame embeddings ``[T_i, D]`` on the grid and their centres in seconds
         ``[T_i]``. A clip's log-mel is put back together from its windows; its grid frames are those
         centred before its last log-mel frame (the cache keeps frames, not the sound's length, so the
-        HEAR API on the same audio may give one frame more)."""
-        patches = batch["patches"][:, 0]  # [W, n_mels, patch_frames]
+        HEAR API on the same audio may give one frame more). The clips run through the encoder
+        together, shorter ones padded with silence: a grid frame never sees past its window, and past a
+        clip's end its windows see silence anyway."""
+        patches = batch["patches"][:, 0].float()  # [W, n_mels, patch_frames]
         grid = self.timestamp_grid(*patches.shape[1:])
         silence = math.log10((self.features or LogMelConfig()).log_offset)
-        clip, starts = batch["clip"].cpu(), batch["start"].cpu()
-        seqs, stamps = [], []
-        for c, n_frames in enumerate(batch["length"].tolist()):
+        clip, starts, lengths = batch["clip"].cpu(), batch["start"].cpu(), batch["length"].tolist()
+        longest = max(lengths)
+        mels = patches.new_full((len(lengths), patches.shape[1], longest), silence)
+        for c, n_frames in enumerate(lengths):
             windows = (clip == c).nonzero().flatten()
-            own = patches[windows.to(patches.device)].float()
-            mel = join_windows(own, starts[windows].tolist(), n_frames)
-            count = grid.count(n_frames - 1)
-            seqs.append(grid_frames(self.encoder, self.prepare_input, mel[None], grid, count, silence)[0])
-            stamps.append(grid.centres(count) * self.seconds_per_frame)
-        return seqs, stamps
+            own = patches[windows.to(patches.device)]
+            mels[c, :, :n_frames] = join_windows(own, starts[windows].tolist(), n_frames)
+        counts = [grid.count(n - 1) for n in lengths]
+        seqs = grid_frames(self.encoder, self.prepare_input, mels, grid, max(counts), silence)
+        return (
+            [seq[:count] for seq, count in zip(seqs, counts, strict=True)],
+            [grid.centres(count) * self.seconds_per_frame for count in counts],
+        )
