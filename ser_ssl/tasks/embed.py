@@ -16,7 +16,14 @@ import torch
 
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.errors import ConfigError
-from ser_ssl.inference import TimestampGrid, clip_mean, frame_stride, grid_frames, join_windows
+from ser_ssl.inference import (
+    DEFAULT_TIMESTAMP_HOP_MS,
+    TimestampGrid,
+    clip_mean,
+    frame_stride,
+    grid_frames,
+    join_windows,
+)
 from ser_ssl.tasks.base import BaseTask
 from ser_ssl.tasks.checkpoint import read_pretrained
 
@@ -44,7 +51,7 @@ class Embed(BaseTask):
         self,
         encoder_checkpoint: str,
         frame_level: bool = False,
-        timestamp_hop_ms: float = 50.0,
+        timestamp_hop_ms: float = DEFAULT_TIMESTAMP_HOP_MS,
         n_mels: int = 96,
         channels_last: bool = True,
     ) -> None:
