@@ -29,16 +29,6 @@ from ser_ssl.inference import embed_patches
 log = logging.getLogger("ser_ssl")
 
 
-def patches_in_batch(batch: Mapping[str, torch.Tensor]) -> int:
-    """Number of spectrogram patches in a training batch, for ``ThroughputMonitor(batch_size_fn=...)``:
-    SimCLR's made views (``x``, ``[2N, ...]``) or raw ones (``views``, ``[N, 2, ...]``), or a
-    downstream batch's ``patch``."""
-    if "views" in batch:
-        views = batch["views"]
-        return int(views.shape[0] * views.shape[1])
-    return int((batch["x"] if "x" in batch else batch["patch"]).shape[0])
-
-
 class EmbeddingDiagnostics(pl.Callback):
     """Logs the geometry of the current training batch's embeddings every ``every_n_steps`` steps.
 

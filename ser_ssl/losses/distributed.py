@@ -1,4 +1,5 @@
-"""Collectives that contrastive losses need under DDP: a differentiable all-gather of embeddings."""
+"""Collectives that contrastive losses need under DDP: a differentiable all-gather of embeddings, and
+the mean of a loss over the processes for logging."""
 
 from __future__ import annotations
 
@@ -60,3 +61,17 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
             f"batch size on each, got {sizes_list}; drop the last incomplete batch (drop_last=True)"
         )
     return _GatherWithGrad.apply(x)
+
+
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x`` over the processes (``x`` itself in one), detached, for logging a global
+    loss every step. A plain all-reduce: on GPUs the host queues it and goes on, whereas Lightning's
+    ``self.log(sync_dist=True)`` puts a barrier before its all-reduce, which makes the host wait for
+    the device."""
+    _, size = world()
+    x = x.detach()
+    if size == 1:
+        return x
+    total = x.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)  # gloo has no AVG
+    return total / size

@@ -158,6 +158,13 @@ class BaseTask(L.LightningModule):
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    @property
+    def loss_on_progress_bar(self) -> bool:
+        """Whether the step's loss is shown on the progress bar. Showing it reads it on the host, which
+        waits for the device to finish the step: free on the CPU and when the finite-loss check waits
+        every step anyway, otherwise left out (the loggers still get it every ``log_every_n_steps``)."""
+        return self.device.type == "cpu" or self.finite_check_every_n_steps == 1
+
     def check_finite(self, loss: torch.Tensor) -> None:
         """Record the first non-finite loss on the device; every ``finite_check_every_n_steps``
         steps, stop with a clear message if there was one (:meth:`stop_if_not_finite`)."""

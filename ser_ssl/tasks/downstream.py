@@ -231,7 +231,7 @@ class DownstreamTask(BaseTask):
         target = batch["target"]
         loss = self.loss(self.classifier(self.training_embeddings(batch)), target)
         self.check_finite(loss)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
+        self.log("train/loss", loss, prog_bar=self.loss_on_progress_bar, batch_size=len(target))
         return loss
 
     def clip_probabilities(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -19,6 +19,7 @@ from ser_ssl.augment import Augmentations, Compression, GaussianNoise, MixBack, 
 from ser_ssl.augment.compose import Stage
 from ser_ssl.files import clip_ids
 from ser_ssl.losses import NTXentLoss
+from ser_ssl.losses.distributed import mean_over_ranks
 from ser_ssl.models import ProjectionHead, VGGLike
 from ser_ssl.tasks.base import BaseTask
 
@@ -73,8 +74,6 @@ class SimCLR(BaseTask):
             so a checkpoint rebuilds the same classifier.
         **kwargs: optimiser settings of :class:`~ser_ssl.tasks.base.BaseTask`.
     """
-
-    flops_per_batch: int | None = None  # ThroughputMonitor reports patches/s, not FLOPs
 
     def __init__(
         self,
@@ -211,7 +210,7 @@ class SimCLR(BaseTask):
         z = self.head(h).view(n, 2, -1)
         loss = self.criterion(z[:, 0], z[:, 1])
         self.check_finite(loss)
-        self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)  # global under DDP
+        self.log("train/loss", mean_over_ranks(loss), prog_bar=self.loss_on_progress_bar, batch_size=n)
         out = {"loss": loss, "z": z.detach(), "h": h.detach().view(n, 2, -1)}
         if self.online_classifier is not None and target is not None:
             out["loss"] = loss + self.online_probe_step(h.detach(), target.repeat_interleave(2))

@@ -7,12 +7,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ser_ssl.callbacks import EmbeddingDiagnostics, KNNMonitor, patches_in_batch
+from ser_ssl.callbacks import EmbeddingDiagnostics, KNNMonitor, PatchThroughput
 
 N_MELS, FRAMES, CLIPS = 4, 6, 8
 pytestmark = [
@@ -70,8 +70,6 @@ class ToyDataModule(L.LightningDataModule):
 
 class ToySimCLR(L.LightningModule):
     """The contract the callbacks rely on: ``encoder``, ``prepare_input`` and a dict from training_step."""
-
-    flops_per_batch = None  # keeps ThroughputMonitor from warning that FLOPs are unknown
 
     def __init__(self, constant_z: bool = False) -> None:
         super().__init__()
@@ -219,16 +217,8 @@ def test_checkpoints_can_be_selected_by_knn_balanced_accuracy(tmp_path):
     assert Path(checkpoint.best_model_path).is_file()
 
 
-def test_throughput_monitor_counts_patches_of_simclr_batches(tmp_path):
-    monitor = ThroughputMonitor(batch_size_fn=patches_in_batch, window_size=2)
-    rows = read_metrics(fit(tmp_path, ToySimCLR(), [monitor]))
+def test_patch_throughput_counts_patches_of_simclr_batches(tmp_path):
+    rows = read_metrics(fit(tmp_path, ToySimCLR(), [PatchThroughput(window_size=2)]))
     assert values(rows, "train/samples")[-1] == 4 * 2 * CLIPS  # 2 views per clip after batch transfer
     rates = values(rows, "train/device/samples_per_sec")
-    assert rates and all(r > 0 for r in rates)
-
-
-def test_patches_in_batch_reads_every_batch_layout():
-    views = torch.zeros(3, 2, 1, N_MELS, FRAMES)
-    assert patches_in_batch({"views": views}) == 6
-    assert patches_in_batch({"x": views.flatten(0, 1)}) == 6
-    assert patches_in_batch({"patch": torch.zeros(5, 1, N_MELS, FRAMES), "target": torch.zeros(5)}) == 5
+    assert len(rates) == 3 and all(r > 0 for r in rates)  # from the second of 4 logging steps on

@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ser_ssl.errors import ConfigError
 from ser_ssl.losses import NTXentLoss
+from ser_ssl.losses.distributed import mean_over_ranks
 
 WORLD = 2
 N = 8  # clips in the global batch, N // WORLD per rank
@@ -84,7 +85,8 @@ def ranks(tmp_path_factory) -> list[dict]:
 def _loss(rank: int) -> dict:
     z = F.normalize(global_views().view(N * 2, IN_DIM), dim=1).view(N, 2, IN_DIM)
     z = local(z, rank)
-    return {"loss": NTXentLoss(TAU)(z[:, 0], z[:, 1]).detach()}
+    loss = NTXentLoss(TAU)(z[:, 0], z[:, 1])
+    return {"loss": loss.detach(), "logged": mean_over_ranks(loss)}
 
 
 def _ddp_grads(rank: int) -> dict:
@@ -124,6 +126,8 @@ def test_mean_of_rank_losses_is_the_global_loss(ranks):
     z = F.normalize(global_views().view(N * 2, IN_DIM), dim=1).view(N, 2, IN_DIM)
     expected = NTXentLoss(TAU)(z[:, 0], z[:, 1])
     assert torch.allclose(torch.stack(losses).mean(), expected, atol=TOL, rtol=0)
+    for logged in (r["loss"]["logged"] for r in ranks):  # what SimCLR logs: the same on every rank
+        assert torch.allclose(logged, expected, atol=TOL, rtol=0)
     # each rank's negatives are the global batch, not just its own half
     for rank, loss in enumerate(losses):
         zr = local(z, rank)

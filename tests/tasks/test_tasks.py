@@ -217,3 +217,9 @@ def test_pretraining_logs_loss_and_learning_rate(pretrained):
     assert len(logs) == 1
     header = logs[0].read_text().splitlines()[0].split(",")
     assert "train/loss" in header and any(col.startswith("lr-") for col in header)
+
+
+def test_the_step_loss_is_on_the_progress_bar_only_where_reading_it_costs_no_wait():
+    assert small_simclr().loss_on_progress_bar  # CPU: nothing to wait for
+    assert not small_simclr(finite_check_every_n_steps=50).to("meta").loss_on_progress_bar  # a device
+    assert small_simclr(finite_check_every_n_steps=1).to("meta").loss_on_progress_bar  # waits anyway
