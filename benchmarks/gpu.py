@@ -101,7 +101,7 @@ def run(quick: bool, workdir: Path) -> dict:
     dtype = AUTOCAST.get(precision)
     batch, clips, steps = (8, 64, 3) if quick else (1024, 20000, 30)
     cache = FeatureCache(write_fake_cache(workdir / "cache", clips, mean_frames=300).directory)
-    dataset = TwoViewDataset(cache, range(len(cache)), 101, host_gather=False)
+    dataset = TwoViewDataset(cache, range(len(cache)), 101, deliver="draws")
     source = PatchSource.upload(cache, dataset.rows, device)
     results = {
         "device": hw.name,

@@ -131,6 +131,8 @@ def run(quick: bool, workdir: Path) -> list[Row]:
 
     dataset = TwoViewDataset(cache, range(len(cache)), PATCH)
     batched = views_per_second(loader(dataset, as_batch), batches, device)
+    frames = TwoViewDataset(cache, range(len(cache)), PATCH, deliver="frames")
+    as_frames = views_per_second(loader(frames, as_batch), batches, device)
     on_device, from_memmap = device_cache_views_per_second(dataset, batch, batches)
     step_loader, step_memory = step_with_loader(quick, dataset, batch, 2 if quick else 4)
     per_clip = views_per_second(loader(PerClipTwoViews(cache, PATCH)), batches, device)
@@ -158,6 +160,15 @@ def run(quick: bool, workdir: Path) -> list[Row]:
             "views/s",
             "rate",
             note=f"{setup}; limit: one contiguous read and float32 conversion of a batch's bytes.",
+        ),
+        Row(
+            "pretraining data path for a GPU: float16 frames vs float32 patches",
+            as_frames,
+            batched,
+            "views/s",
+            "rate",
+            note=f"{setup}; frames: what the loader delivers when training on a GPU from the memmap "
+            "(deliver='frames': half the bytes, no transposing conversion on the host; the GPU converts).",
         ),
         Row(
             "pretraining data path: device cache (on the CPU) vs memmap gather",

@@ -33,7 +33,7 @@ def test_the_gpu_preset_pretrains_with_the_features_on_the_device(tmp_path, tiny
     )
     dm = run.trainer.datamodule
     assert dm.batch_size == 16 and dm.device_cache == "auto"
-    assert not dm.train_set.host_gather and dm._device_source is not None  # patches cut on the device
+    assert dm.train_set.deliver == "draws" and dm._device_source is not None  # patches cut on the device
     assert run.trainer.global_step == 2 and torch.isfinite(run.trainer.callback_metrics["train/loss"])
     assert run.model.lr_scaling == "sqrt"
     views = list(Path(run.trainer.logger.log_dir).glob("images/views_*.png"))

@@ -3,7 +3,8 @@
 A DataLoader hands each dataset the indices of one batch (``__getitems__``): the random draws for
 the batch (clip rows, start frames, background clips) are made with array operations, then every
 patch of the batch is read with one gather and converted once, from the memmap or, when the
-features live on the training device (:class:`PatchSource`), there. No Python loop runs
+features live on the training device (:class:`PatchSource`), there. What a training loader
+delivers is the dataset's ``deliver`` (:data:`Deliver`). No Python loop runs
 over clips or patches, so loading stays far ahead of a training step. Use :func:`as_batch` as the
 DataLoader's ``collate_fn``: the dataset already returns the batch.
 
@@ -15,6 +16,7 @@ patches.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -46,6 +48,20 @@ def two_other_positions(positions: np.ndarray, n: int, rng: np.random.Generator)
     second = second + (second >= low)
     second = second + (second >= high)
     return np.stack([first, second], axis=1)
+
+
+#: What a dataset's batches carry. ``"patches"``: float32 patches ``[..., 1, n_mels, frames]``, ready
+#: for the model (a CPU's training). ``"frames"``: the gathered float16 frames ``[..., frames, n_mels]``,
+#: half the bytes to move, which :func:`frames_to_patches` turns into patches on the training device
+#: (a GPU's training from the memmap: the transposing conversion is most of a host gather's time).
+#: ``"draws"``: only the random draws, the patches cut on the device from an uploaded
+#: :class:`PatchSource` (``device_cache``).
+Deliver = Literal["patches", "frames", "draws"]
+
+
+def frames_to_patches(frames: torch.Tensor) -> torch.Tensor:
+    """Gathered float16 frames ``[..., length, n_mels]`` as float32 patches ``[..., 1, n_mels, length]``."""
+    return frames.transpose(-1, -2).unsqueeze(-3).to(torch.float32, memory_format=torch.contiguous_format)
 
 
 #: :meth:`PatchSource.upload` copies in blocks of about this size: few transfers, bounded host memory.
@@ -86,14 +102,17 @@ class PatchSource:
     def device(self) -> torch.device:
         return self.features.device
 
-    def gather(self, rows: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+    def gather(
+        self, rows: torch.Tensor, starts: torch.Tensor, length: int, convert: bool = True
+    ) -> torch.Tensor:
         """Patches ``[N, 1, n_mels, length]`` (float32) of cache ``rows`` from frames ``starts``: one
         index computation (:func:`~ser_ssl.inference.window_index`: a clip shorter than a patch is
-        tiled along time), one gather and one conversion."""
+        tiled along time), one gather and one conversion. ``convert=False`` leaves the conversion out:
+        the frames ``[N, length, n_mels]`` as stored (float16), for :func:`frames_to_patches`."""
         rows, starts = rows.to(self.device).reshape(-1), starts.to(self.device).reshape(-1)
         index = self.offsets[rows, None] + window_index(starts, length, self.lengths[rows])
         frames = self.features.index_select(0, index.reshape(-1)).view(len(rows), length, -1)
-        return frames.transpose(1, 2).unsqueeze(1).to(torch.float32, memory_format=torch.contiguous_format)
+        return frames_to_patches(frames) if convert else frames
 
 
 def as_batch(batch):
@@ -105,9 +124,10 @@ class CacheDataset(Dataset):
     """Batched patch reading and per-worker random state.
 
     ``__getitems__`` draws a batch (:meth:`draw`: a dict whose ``draws`` holds the cache ``rows`` and
-    ``starts`` of its patches) and, with ``host_gather``, cuts the patches from the memmap at once
-    (:meth:`assemble`). Without it the loader delivers only the draws and the data module assembles
-    the batch on the training device from a :class:`PatchSource` uploaded there.
+    ``starts`` of its patches) and, unless ``deliver`` is ``"draws"``, cuts the patches from the
+    memmap at once (:meth:`assemble`), as float32 patches or, with ``"frames"``, float16 frames for
+    the device to convert. With ``"draws"`` the data module assembles the batch on the training
+    device from a :class:`PatchSource` uploaded there.
     """
 
     def __init__(
@@ -116,13 +136,13 @@ class CacheDataset(Dataset):
         rows: Sequence[int],
         patch_frames: int,
         rank: int = 0,
-        host_gather: bool = True,
+        deliver: Deliver = "patches",
     ) -> None:
         self.cache = cache
         self.rows = np.asarray(rows, dtype=np.int64)
         self.patch_frames = patch_frames
         self.rank = rank
-        self.host_gather = host_gather
+        self.deliver = deliver
         self._rng: np.random.Generator | None = None
         self._rng_owner: object = None
 
@@ -138,7 +158,7 @@ class CacheDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]):
         batch = self.draw(np.asarray(indices, dtype=np.int64))
-        return self.assemble(batch, PatchSource.of_cache(self.cache)) if self.host_gather else batch
+        return batch if self.deliver == "draws" else self.assemble(batch, PatchSource.of_cache(self.cache))
 
     def draw(self, positions: np.ndarray) -> dict:
         raise NotImplementedError
@@ -164,9 +184,10 @@ class CacheDataset(Dataset):
         return {"rows": torch.from_numpy(self.rows[positions]), "starts": torch.from_numpy(starts)}
 
     def patches(self, batch: dict, source: PatchSource) -> tuple[torch.Tensor, dict]:
-        """The batch's patches ``[N, 1, n_mels, patch_frames]`` and its other fields."""
+        """The batch's patches ``[N, 1, n_mels, patch_frames]`` (or, to deliver ``"frames"``, its frames
+        ``[N, patch_frames, n_mels]``) and its other fields."""
         draws = batch["draws"]
-        patches = source.gather(draws["rows"], draws["starts"], self.patch_frames)
+        patches = source.gather(draws["rows"], draws["starts"], self.patch_frames, self.deliver != "frames")
         return patches, {k: v for k, v in batch.items() if k != "draws"}
 
 
@@ -192,10 +213,10 @@ class TwoViewDataset(CacheDataset):
         patch_frames: int,
         rank: int = 0,
         targets: Sequence[int] | None = None,
-        host_gather: bool = True,
+        deliver: Deliver = "patches",
         distinct_backgrounds: bool = False,
     ) -> None:
-        super().__init__(cache, rows, patch_frames, rank, host_gather)
+        super().__init__(cache, rows, patch_frames, rank, deliver)
         if len(self.rows) < 2:
             raise DataError("two-view pretraining needs at least 2 clips (backgrounds come from other clips)")
         if distinct_backgrounds and len(self.rows) < 3:
@@ -248,9 +269,9 @@ class LabeledPatchDataset(CacheDataset):
         patch_frames: int,
         rank: int = 0,
         hop_frames: int | None = None,
-        host_gather: bool = True,
+        deliver: Deliver = "patches",
     ) -> None:
-        super().__init__(cache, rows, patch_frames, rank, host_gather)
+        super().__init__(cache, rows, patch_frames, rank, deliver)
         self.targets = as_targets(targets)
         self.hop_frames = hop_frames
 

@@ -227,6 +227,26 @@ def test_device_cache_gives_the_patches_of_the_memmap_path(tiny_data, cache_dir,
     assert len(source.features) == int(device.cache.lengths[device.train_set.rows].sum())
 
 
+@pytest.mark.parametrize("module", [SSLDataModule, LabeledDataModule])
+def test_training_off_the_cpu_moves_float16_frames_and_converts_them_after_the_transfer(
+    tiny_data, cache_dir, module, monkeypatch
+):
+    make = dict(manifest=str(tiny_data), cache_dir=str(cache_dir), batch_size=8, num_workers=0)
+    cpu, gpu = module(**make), module(**make)
+    for dm in (cpu, gpu):
+        dm.setup("fit")
+    assert cpu.deliver(cpu.rows) == "patches"
+    monkeypatch.setattr(type(gpu), "device", property(lambda self: torch.device("meta")))  # any non-CPU
+    assert gpu.deliver(gpu.rows) == "frames"
+    raw = next(iter(gpu.train_dataloader()))
+    patches = raw["views" if module is SSLDataModule else "patch"]
+    assert patches.dtype == torch.float16 and patches.shape[-1] == gpu.cache.n_mels  # frames, untransposed
+    for a, b in zip(first_batches(cpu), first_batches(gpu), strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
 def test_device_cache_auto_falls_back_to_the_memmap_when_features_do_not_fit(tiny_data, cache_dir, caplog):
     dm = SSLDataModule(
         manifest=str(tiny_data),

@@ -12,6 +12,7 @@ from ser_ssl.data.views import (
     PatchSource,
     TwoViewDataset,
     as_batch,
+    frames_to_patches,
     other_positions,
     random_starts,
     two_other_positions,
@@ -232,3 +233,10 @@ def test_clip_windows_cover_each_clip_and_keep_clip_ids(noisy_cache):
     ]
     assert torch.equal(batch["patches"], torch.stack(expected))
     assert ds[3]["patches"].shape == (5, 1, 8, 20)  # 90 frames: 0, 20, 40, 60, 70
+
+
+def test_frames_to_patches_transposes_each_patch_and_converts_it_to_float32():
+    frames = torch.arange(2 * 3 * 5 * 4, dtype=torch.float16).view(2, 3, 5, 4)  # 5 frames of 4 mels
+    patches = frames_to_patches(frames)
+    assert patches.shape == (2, 3, 1, 4, 5) and patches.dtype == torch.float32 and patches.is_contiguous()
+    assert patches[1, 2, 0, 3, 0] == frames[1, 2, 0, 3] and patches[0, 1, 0, 0, 4] == frames[0, 1, 4, 0]
