@@ -63,5 +63,6 @@ def test_the_gpu_script_runs_quick_on_any_device(tmp_path, capsys):
     assert (
         row["encoder"] == "vgglike" and row["loader_patches_per_s"] > 0 and row["resident_patches_per_s"] > 0
     )
+    assert row["memmap_patches_per_s"] > 0
     assert results["precision"] in ("bf16-mixed", "16-mixed", "32-true")
     assert "| vgglike |" in capsys.readouterr().out

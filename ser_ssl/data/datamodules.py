@@ -35,17 +35,12 @@ from ser_ssl.data.views import (
     PatchSource,
     TwoViewDataset,
     as_batch,
-    frames_to_patches,
+    batch_of_patches,
 )
 from ser_ssl.errors import ConfigError, DataError
 from ser_ssl.files import resolved
 
 log = logging.getLogger(__name__)
-
-
-def is_frames(value: object) -> bool:
-    """Whether a batch field holds delivered frames (the datasets' only float16 tensors)."""
-    return isinstance(value, torch.Tensor) and value.dtype == torch.float16
 
 
 def device_memory(device: torch.device) -> int:
@@ -300,7 +295,7 @@ class AudioDataModule(L.LightningDataModule):
         if not isinstance(batch, dict):
             return batch
         if "draws" not in batch:
-            return {k: frames_to_patches(v) if is_frames(v) else v for k, v in batch.items()}
+            return batch_of_patches(batch)
         source = self._device_source
         if source is None or source.device != batch["draws"]["rows"].device:
             source = self._device_source = PatchSource.upload(self.cache, self.train_set.rows, device)

@@ -64,6 +64,13 @@ def frames_to_patches(frames: torch.Tensor) -> torch.Tensor:
     return frames.transpose(-1, -2).unsqueeze(-3).to(torch.float32, memory_format=torch.contiguous_format)
 
 
+def batch_of_patches(batch: dict) -> dict:
+    """A delivered batch with its float16 fields, the gathered frames (the datasets' only float16
+    tensors), as patches (:func:`frames_to_patches`); other fields unchanged."""
+    half = {k for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dtype == torch.float16}
+    return {k: frames_to_patches(v) if k in half else v for k, v in batch.items()}
+
+
 #: :meth:`PatchSource.upload` copies in blocks of about this size: few transfers, bounded host memory.
 UPLOAD_BLOCK_BYTES = 2**28
 
