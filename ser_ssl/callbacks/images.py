@@ -165,8 +165,9 @@ class ViewImages(pl.Callback):
             collate = loader.collate_fn or torch.utils.data.default_collate
             getitems = getattr(local, "__getitems__", None)  # as the DataLoader fetches a batch
             raw = collate(getitems(index) if getitems else [local[i] for i in index])
-            if isinstance(raw, dict) and "draws" in raw and trainer.datamodule is not None:
-                # features on the training device: the data module cuts the patches there
+            if isinstance(raw, dict) and trainer.datamodule is not None:
+                # as training gets it: the data module may cut (device cache) or convert (delivered
+                # frames) the patches on the training device
                 raw = trainer.datamodule.transfer_batch_to_device(raw, pl_module.device, 0)
             if not isinstance(raw, dict) or "views" not in raw or "backgrounds" not in raw:
                 return self._skip("ViewImages needs SimCLR batches: dicts with 'views' and 'backgrounds'")
