@@ -100,3 +100,32 @@ def test_two_process_evaluation_counts_every_clip_once(pretrained, tiny_data, tm
         with (root / f"confusion_{split}.csv").open() as f:
             table = list(csv.reader(f))
         assert sum(int(x) for row in table[1:] for x in row[1:]) == n
+
+
+def test_with_a_shared_cache_only_the_first_of_two_nodes_builds_it(tmp_path, tiny_data):
+    """Two single-process "nodes" on this machine, started by torchrun, one cache folder for both."""
+    from tests.losses.test_ntxent_ddp import free_port
+
+    port = free_port()
+    args = tiny_args("pretrain", tmp_path / "run", tiny_data, tmp_path / "cache") + SMALL_ENCODER
+    args[2:2] = ["--config", "configs/ddp.yaml"]
+    args += ["--trainer.accelerator", "cpu", "--trainer.num_nodes", "2", "--trainer.devices", "1"]
+    args += ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"]
+    args += ["--data.init_args.cache_per_node", "false"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
+    launch += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
+    nodes = [
+        subprocess.Popen(
+            [*launch, "--node_rank", str(k), "-m", "ser_ssl.cli", "fit", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in (0, 1)
+    ]
+    out = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, out, strict=True):
+        assert node.returncode == 0, err[-3000:]
+    first, second = (err for _, err in out)
+    assert "caching log-mel" in first and "caching log-mel" not in second
+    assert len(list((tmp_path / "cache").iterdir())) == 1

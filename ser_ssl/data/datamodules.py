@@ -82,6 +82,9 @@ class AudioDataModule(L.LightningDataModule):
             gathered there in :meth:`transfer_batch_to_device`. ``auto``: ``always`` when the
             features fit ``device_cache_share`` of the device's memory, else ``never``.
         device_cache_share: the share of the device's memory (RAM for the CPU) the features may take.
+        cache_per_node: under DDP on several nodes, each node builds the cache (into a ``cache_dir``
+            on its own disk) while its other processes wait. ``false`` when ``cache_dir`` is on a file
+            system every node sees: only the first node builds it, the others wait, then read it.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class AudioDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         device_cache: Literal["never", "auto", "always"] = "never",
         device_cache_share: float = 0.5,
+        cache_per_node: bool = True,
     ) -> None:
         super().__init__()
         if manifest is not None and source is not None:
@@ -124,6 +128,7 @@ class AudioDataModule(L.LightningDataModule):
             raise ConfigError(f"device_cache_share must be in (0, 1], got {device_cache_share}")
         self.device_cache = device_cache
         self.device_cache_share = device_cache_share
+        self.prepare_data_per_node = cache_per_node  # Lightning's switch: prepare_data on global rank 0 only
         self.train_set: CacheDataset | None = None  # the last training dataset handed out
         self._device_source: PatchSource | None = None
         self.cache: FeatureCache | None = None
