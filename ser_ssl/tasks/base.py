@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -12,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ser_ssl.audio import Standardize
 from ser_ssl.errors import ConfigError, UserError
@@ -101,6 +103,9 @@ class BaseTask(L.LightningModule):
         if not bool(self.normalizer.fitted) and getattr(dm, "norm_mean", None) is not None:
             self.normalizer.set_stats(dm.norm_mean, dm.norm_std)
         self.to(memory_format=self.memory_format)
+        for handle in getattr(self, "_grad_stride_hooks", ()):  # setup runs once per stage
+            handle.remove()
+        self._grad_stride_hooks = align_grad_strides(self)
         if self.compile_encoder and not getattr(self, "_compiled", False):
             self.encoder.compile()
             self._compiled = True
@@ -225,6 +230,33 @@ class BaseTask(L.LightningModule):
         torch.set_rng_state(states["cpu"])
         if "cuda" in states and self.device.type == "cuda":
             torch.cuda.set_rng_state(states["cuda"], self.device)
+
+
+def align_grad_strides(module: nn.Module) -> list[RemovableHandle]:
+    """Give each gradient its parameter's exact strides where they differ only in size-1 dimensions.
+
+    A 1×1 or one-input-channel convolution's weight has size-1 dimensions, whose strides are
+    arbitrary: GPU kernels may return its gradient in the same memory order but with other nominal
+    strides, which autograd keeps, and DDP then warns that gradient and bucket strides differ and
+    takes the slow, strided copy path. Re-striding such a gradient is a free view of the same memory.
+    """
+    return [
+        param.register_hook(_restride_to(weakref.ref(param)))
+        for param in module.parameters()
+        if param.requires_grad and param.ndim > 1 and 1 in param.shape
+    ]
+
+
+def _restride_to(ref: weakref.ref) -> Any:
+    def hook(grad: torch.Tensor) -> torch.Tensor | None:
+        param = ref()
+        if param is None or grad.shape != param.shape or grad.stride() == param.stride():
+            return None
+        if any(g != p for g, p, n in zip(grad.stride(), param.stride(), grad.shape, strict=True) if n != 1):
+            return None  # another memory order: autograd copies it into the parameter's layout itself
+        return grad.as_strided(param.shape, param.stride(), grad.storage_offset())
+
+    return hook
 
 
 def _check_schedule(schedule: str, milestones: Sequence[float] | None, gamma: float, warmup: float) -> None:
