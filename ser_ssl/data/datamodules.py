@@ -85,6 +85,9 @@ class AudioDataModule(L.LightningDataModule):
         cache_per_node: under DDP on several nodes, each node builds the cache (into a ``cache_dir``
             on its own disk) while its other processes wait. ``false`` when ``cache_dir`` is on a file
             system every node sees: only the first node builds it, the others wait, then read it.
+        norm_clips: how many training clips the per-band normalisation statistics are computed
+            from: a seeded sample, the same in every process, so no process reads a large set
+            through for them (``null``: every training clip).
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class AudioDataModule(L.LightningDataModule):
         device_cache: Literal["never", "auto", "always"] = "never",
         device_cache_share: float = 0.5,
         cache_per_node: bool = True,
+        norm_clips: int | None = 5000,
     ) -> None:
         super().__init__()
         if manifest is not None and source is not None:
@@ -126,8 +130,11 @@ class AudioDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         if not 0.0 < device_cache_share <= 1.0:
             raise ConfigError(f"device_cache_share must be in (0, 1], got {device_cache_share}")
+        if norm_clips is not None and norm_clips < 1:
+            raise ConfigError(f"norm_clips must be null or at least 1, got {norm_clips}")
         self.device_cache = device_cache
         self.device_cache_share = device_cache_share
+        self.norm_clips = norm_clips
         self.prepare_data_per_node = cache_per_node  # Lightning's switch: prepare_data on global rank 0 only
         self.train_set: CacheDataset | None = None  # the last training dataset handed out
         self._device_source: PatchSource | None = None
@@ -181,8 +188,14 @@ class AudioDataModule(L.LightningDataModule):
         train = self.split_indices(self.train_split)
         if not train:
             raise DataError(f"{self.data_source.describe()}: no usable clip in split '{self.train_split}'")
-        mean, std = self.cache.band_stats([self.rows[i] for i in train])
+        mean, std = self.cache.band_stats(sorted(self.rows[i] for i in self.norm_sample(train)))
         self.norm_mean, self.norm_std = torch.from_numpy(mean), torch.from_numpy(std)
+
+    def norm_sample(self, train: list[int]) -> list[int]:
+        """The training clips the normalisation statistics come from (:attr:`norm_clips` of them)."""
+        if self.norm_clips is None or len(train) <= self.norm_clips:
+            return train
+        return [train[j] for j in np.random.default_rng(0).choice(len(train), self.norm_clips, replace=False)]
 
     def known_splits(self) -> set[str]:
         """Split names a clip may have without a warning: the usual three and the ones configured."""

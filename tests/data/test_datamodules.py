@@ -281,3 +281,28 @@ def test_ddp_shares_are_fixed_disjoint_and_equal(tiny_data, cache_dir):
     assert len(set().union(*shares)) == 48 and set().union(*shares) <= set(idx)
     dm.trainer = None
     assert dm.rank_share(idx) == idx
+
+
+def test_normalisation_statistics_come_from_a_fixed_sample_of_norm_clips_training_clips(tiny_data, cache_dir):
+    every = SSLDataModule(manifest=str(tiny_data), cache_dir=str(cache_dir), num_workers=0, norm_clips=None)
+    every.setup("fit")
+    train = every.split_indices("train")
+    assert len(train) == 48
+    mean, std = every.cache.band_stats([every.rows[i] for i in train])
+    torch.testing.assert_close(every.norm_mean, torch.from_numpy(mean))
+
+    sampled = SSLDataModule(manifest=str(tiny_data), cache_dir=str(cache_dir), num_workers=0, norm_clips=10)
+    sampled.setup("fit")
+    sample = sampled.norm_sample(train)
+    assert len(set(sample)) == 10 and set(sample) <= set(train)
+    assert sampled.norm_sample(train) == sample  # the same draw in every process and run
+    mean, std = sampled.cache.band_stats(sorted(sampled.rows[i] for i in sample))
+    torch.testing.assert_close(sampled.norm_mean, torch.from_numpy(mean))
+    torch.testing.assert_close(sampled.norm_std, torch.from_numpy(std))
+    assert not torch.allclose(sampled.norm_mean, every.norm_mean)  # 10 of 48 clips, not all of them
+    assert SSLDataModule(norm_clips=48).norm_sample(train) == train
+
+
+def test_norm_clips_below_one_is_refused():
+    with pytest.raises(ConfigError, match="norm_clips"):
+        SSLDataModule(norm_clips=0)
