@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,21 +103,20 @@ def test_two_process_evaluation_counts_every_clip_once(pretrained, tiny_data, tm
         assert sum(int(x) for row in table[1:] for x in row[1:]) == n
 
 
-def test_with_a_shared_cache_only_the_first_of_two_nodes_builds_it(tmp_path, tiny_data):
-    """Two single-process "nodes" on this machine, started by torchrun, one cache folder for both."""
+def two_nodes(run: Path, tiny_data: Path, node_args: list[list[str]]) -> list[str]:
+    """Pretrain one step on two single-process "nodes" on this machine, started by torchrun, each
+    with its own extra arguments; the nodes' stderr."""
     from tests.losses.test_ntxent_ddp import free_port
 
-    port = free_port()
-    args = tiny_args("pretrain", tmp_path / "run", tiny_data, tmp_path / "cache") + SMALL_ENCODER
+    args = tiny_args("pretrain", run, tiny_data, run / "cache") + SMALL_ENCODER
     args[2:2] = ["--config", "configs/ddp.yaml"]
     args += ["--trainer.accelerator", "cpu", "--trainer.num_nodes", "2", "--trainer.devices", "1"]
     args += ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"]
-    args += ["--data.init_args.cache_per_node", "false"]
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
-    launch += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
+    launch += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
     nodes = [
         subprocess.Popen(
-            [*launch, "--node_rank", str(k), "-m", "ser_ssl.cli", "fit", *args],
+            [*launch, "--node_rank", str(k), "-m", "ser_ssl.cli", "fit", *args, *node_args[k]],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -126,6 +126,38 @@ def test_with_a_shared_cache_only_the_first_of_two_nodes_builds_it(tmp_path, tin
     out = [node.communicate(timeout=300) for node in nodes]
     for node, (_, err) in zip(nodes, out, strict=True):
         assert node.returncode == 0, err[-3000:]
-    first, second = (err for _, err in out)
+    return [err for _, err in out]
+
+
+def test_with_a_shared_cache_only_the_first_of_two_nodes_builds_it(tmp_path, tiny_data):
+    """One cache folder for both nodes."""
+    shared = ["--data.init_args.cache_per_node", "false"]
+    first, second = two_nodes(tmp_path, tiny_data, [shared, shared])
     assert "caching log-mel" in first and "caching log-mel" not in second
     assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_each_node_caches_only_its_processes_training_clips(tmp_path, tiny_data):
+    """A cache folder per node: each holds its process's share and the normalisation sample."""
+    two_nodes(
+        tmp_path,
+        tiny_data,
+        [
+            ["--data.init_args.cache_dir", str(tmp_path / f"cache{k}"), "--data.init_args.norm_clips", "8"]
+            for k in (0, 1)
+        ],
+    )
+    with open(tiny_data) as f:
+        split_of = {
+            str((tiny_data.parent / row["filename"]).resolve()): row["split"] for row in csv.DictReader(f)
+        }
+    train = {p for p, split in split_of.items() if split == "train"}
+    cached = []
+    for k in (0, 1):
+        (index,) = (tmp_path / f"cache{k}").rglob("index.json")
+        cached.append({c["path"] for c in json.loads(index.read_text())["clips"]})
+    assert all(set(split_of) - train <= paths for paths in cached)  # evaluation clips: all of them
+    node_train = [paths & train for paths in cached]
+    assert node_train[0] | node_train[1] == train  # 48 clips, 24 per process
+    assert all(24 <= len(paths) <= 24 + 8 for paths in node_train)
+    assert len(node_train[0] & node_train[1]) <= 8  # shared: only the normalisation sample

@@ -83,8 +83,10 @@ class AudioDataModule(L.LightningDataModule):
             features fit ``device_cache_share`` of the device's memory, else ``never``.
         device_cache_share: the share of the device's memory (RAM for the CPU) the features may take.
         cache_per_node: under DDP on several nodes, each node builds the cache (into a ``cache_dir``
-            on its own disk) while its other processes wait. ``false`` when ``cache_dir`` is on a file
-            system every node sees: only the first node builds it, the others wait, then read it.
+            on its own disk) while its other processes wait; for pretraining it holds only the
+            training clips of that node's processes (:meth:`SSLDataModule.needed_clips`). ``false``
+            when ``cache_dir`` is on a file system every node sees: only the first node builds the
+            whole cache, the others wait, then read it.
         norm_clips: how many training clips the per-band normalisation statistics are computed
             from: a seeded sample, the same in every process, so no process reads a large set
             through for them (``null``: every training clip).
@@ -141,6 +143,8 @@ class AudioDataModule(L.LightningDataModule):
         self.cache: FeatureCache | None = None
         self.clips: list[Clip] = []
         self.rows: list[int] = []  # cache row of each usable clip, parallel to self.clips
+        self.listed: list[Clip] = []  # every clip the source lists, usable or not
+        self.listed_at: list[int] = []  # index in self.listed of each usable clip, parallel to self.clips
         self.norm_mean: torch.Tensor | None = None
         self.norm_std: torch.Tensor | None = None
 
@@ -158,10 +162,15 @@ class AudioDataModule(L.LightningDataModule):
         self._cached_manifest()
 
     def _cached_manifest(self) -> tuple[list[Clip], Path]:
-        """The source's clips and their cache directory (built first if it does not exist yet)."""
+        """The source's clips and the cache directory of those this node needs (built first if it
+        does not exist yet)."""
         clips = self.data_source.clips()
-        paths = [c.path for c in clips]
+        paths = [c.path for c in self.needed_clips(clips)]
         return clips, build_cache(paths, self.features, self.cache_dir, self.num_workers, self.strict)
+
+    def needed_clips(self, clips: list[Clip]) -> list[Clip]:
+        """The clips this node's cache holds: all of them."""
+        return clips
 
     def setup(self, stage: str | None = None) -> None:
         if self.cache is not None:
@@ -169,12 +178,14 @@ class AudioDataModule(L.LightningDataModule):
         clips, cache_dir = self._cached_manifest()
         self.cache = FeatureCache(cache_dir)
         row_of = self.cache.row_of()
-        self.clips, self.rows = [], []
-        for clip in clips:
+        self.listed = clips
+        self.clips, self.rows, self.listed_at = [], [], []
+        for i, clip in enumerate(clips):
             row = row_of.get(resolved(clip.path))
             if row is not None:  # unusable files were skipped, with a warning, by the cache build
                 self.clips.append(clip)
                 self.rows.append(row)
+                self.listed_at.append(i)
         unread = Counter(c.split for c in self.clips if c.split not in self.known_splits())
         if unread:
             log.warning(
@@ -188,14 +199,23 @@ class AudioDataModule(L.LightningDataModule):
         train = self.split_indices(self.train_split)
         if not train:
             raise DataError(f"{self.data_source.describe()}: no usable clip in split '{self.train_split}'")
-        mean, std = self.cache.band_stats(sorted(self.rows[i] for i in self.norm_sample(train)))
+        mean, std = self.cache.band_stats(sorted(self.rows[i] for i in self.usable(self.norm_sample(clips))))
         self.norm_mean, self.norm_std = torch.from_numpy(mean), torch.from_numpy(std)
 
-    def norm_sample(self, train: list[int]) -> list[int]:
-        """The training clips the normalisation statistics come from (:attr:`norm_clips` of them)."""
+    def norm_sample(self, clips: list[Clip]) -> list[int]:
+        """Indices in ``clips`` (the source's list) of the training clips the normalisation
+        statistics come from: every one, or a seeded sample of :attr:`norm_clips`; the same in every
+        process, so each node's cache holds them (:meth:`needed_clips`)."""
+        train = [i for i, c in enumerate(clips) if c.split == self.train_split]
         if self.norm_clips is None or len(train) <= self.norm_clips:
             return train
-        return [train[j] for j in np.random.default_rng(0).choice(len(train), self.norm_clips, replace=False)]
+        picked = np.random.default_rng(0).choice(len(train), self.norm_clips, replace=False)
+        return sorted(train[j] for j in picked)
+
+    def usable(self, listed: list[int]) -> list[int]:
+        """Positions in :attr:`clips` of the usable ones among the source's clips ``listed``."""
+        position = {i: pos for pos, i in enumerate(self.listed_at)}
+        return [position[i] for i in listed if i in position]
 
     def known_splits(self) -> set[str]:
         """Split names a clip may have without a warning: the usual three and the ones configured."""
@@ -219,11 +239,15 @@ class AudioDataModule(L.LightningDataModule):
         in size so every process runs the same number of steps (the remainder of ``len(idx)`` over
         the process count is left out). A process reads, and with ``device_cache`` uploads, only
         its share; backgrounds come from it too. Its order is reshuffled every epoch."""
-        world = self.world_size
-        if world == 1:
+        if self.world_size == 1:
             return idx
-        order = np.random.default_rng(0).permutation(len(idx))[: len(idx) // world * world]
-        return [idx[j] for j in sorted(order[self.rank :: world])]
+        return [idx[j] for j in self.deal(len(idx), self.rank)]
+
+    def deal(self, n: int, rank: int) -> list[int]:
+        """Which of ``n`` training clips process ``rank`` gets (:meth:`rank_share`)."""
+        world = self.world_size
+        order = np.random.default_rng(0).permutation(n)[: n // world * world]
+        return sorted(order[rank::world].tolist())
 
     def predict_dataloader(self) -> DataLoader:
         """Every usable clip of ``predict_split`` as windows with hop = patch length (the last one ends
@@ -354,10 +378,38 @@ class SSLDataModule(AudioDataModule):
         self.distinct_backgrounds = distinct_backgrounds
         self.classes: list[str] = []  # sorted single labels of the training split (for the online probe)
         self.knn_classes: list[str] = []  # names of the kNN loaders' integer labels
+        self.share: list[int] = []  # this process's training clips with a per-node cache (positions)
+
+    @property
+    def per_node_cache(self) -> bool:
+        """Whether each of several nodes caches only what its own processes read."""
+        nodes = getattr(self.trainer, "num_nodes", 1) if self.trainer is not None else 1
+        return self.prepare_data_per_node and nodes > 1
+
+    def needed_clips(self, clips: list[Clip]) -> list[Clip]:
+        """On several nodes with their own caches: the training clips of this node's processes'
+        shares and of the normalisation sample, and every clip of the other splits; else all."""
+        if not self.per_node_cache:
+            return clips
+        train = [i for i, c in enumerate(clips) if c.split == self.train_split]
+        per_node = self.world_size // self.trainer.num_nodes
+        ranks = range(self.trainer.node_rank * per_node, (self.trainer.node_rank + 1) * per_node)
+        keep = {train[j] for r in ranks for j in self.deal(len(train), r)} | set(self.norm_sample(clips))
+        return [c for i, c in enumerate(clips) if c.split != self.train_split or i in keep]
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
-        self.classes = self.single_labels(self.split_indices(self.train_split))
+        train = [i for i, c in enumerate(self.listed) if c.split == self.train_split]
+        # from the listed clips, so that every node's online probe has the same classes
+        self.classes = sorted({self.listed[i].labels[0] for i in train if len(self.listed[i].labels) == 1})
+        if not self.per_node_cache:
+            return
+        # dealt from the listed clips, as the cache build was; unusable clips make a share shorter
+        mine = self.usable([train[j] for j in self.deal(len(train), self.rank)])
+        fewest = self.trainer.strategy.reduce(
+            torch.tensor(len(mine), device=self.trainer.strategy.root_device), reduce_op="min"
+        )
+        self.share = mine[: int(fewest)]
 
     def known_splits(self) -> set[str]:
         return super().known_splits() | set(self.knn_splits or ())
@@ -376,6 +428,8 @@ class SSLDataModule(AudioDataModule):
         if self.knn_splits is None:
             return None
         bank, query = (self.split_indices(split) for split in self.knn_splits)
+        if self.per_node_cache and self.knn_splits[0] == self.train_split:
+            bank = self.usable(self.norm_sample(self.listed))  # the training clips every node holds
         clips = [self.clips[i] for i in bank + query]
         if not bank or not query or any(len(c.labels) != 1 for c in clips):
             log.info("no kNN monitor data: splits %s need clips with one label each", self.knn_splits)
@@ -399,7 +453,7 @@ class SSLDataModule(AudioDataModule):
         return loader(bank), loader(query)
 
     def train_dataloader(self) -> DataLoader:
-        idx = self.rank_share(self.split_indices(self.train_split))
+        idx = self.share if self.per_node_cache else self.rank_share(self.split_indices(self.train_split))
         self._check_batch(len(idx), "pretraining")
         rows = [self.rows[i] for i in idx]
         ds = TwoViewDataset(

@@ -287,22 +287,47 @@ def test_normalisation_statistics_come_from_a_fixed_sample_of_norm_clips_trainin
     every = SSLDataModule(manifest=str(tiny_data), cache_dir=str(cache_dir), num_workers=0, norm_clips=None)
     every.setup("fit")
     train = every.split_indices("train")
-    assert len(train) == 48
+    assert len(train) == 48 and every.usable(every.norm_sample(every.listed)) == train
     mean, std = every.cache.band_stats([every.rows[i] for i in train])
     torch.testing.assert_close(every.norm_mean, torch.from_numpy(mean))
 
     sampled = SSLDataModule(manifest=str(tiny_data), cache_dir=str(cache_dir), num_workers=0, norm_clips=10)
     sampled.setup("fit")
-    sample = sampled.norm_sample(train)
+    sample = sampled.usable(sampled.norm_sample(sampled.listed))
     assert len(set(sample)) == 10 and set(sample) <= set(train)
-    assert sampled.norm_sample(train) == sample  # the same draw in every process and run
-    mean, std = sampled.cache.band_stats(sorted(sampled.rows[i] for i in sample))
+    assert sampled.usable(sampled.norm_sample(sampled.listed)) == sample  # the same draw every time
+    mean, std = sampled.cache.band_stats([sampled.rows[i] for i in sample])
     torch.testing.assert_close(sampled.norm_mean, torch.from_numpy(mean))
     torch.testing.assert_close(sampled.norm_std, torch.from_numpy(std))
     assert not torch.allclose(sampled.norm_mean, every.norm_mean)  # 10 of 48 clips, not all of them
-    assert SSLDataModule(norm_clips=48).norm_sample(train) == train
+    listed_train = [i for i, c in enumerate(every.listed) if c.split == "train"]
+    assert SSLDataModule(norm_clips=48).norm_sample(every.listed) == listed_train
 
 
 def test_norm_clips_below_one_is_refused():
     with pytest.raises(ConfigError, match="norm_clips"):
         SSLDataModule(norm_clips=0)
+
+
+def test_a_per_node_cache_holds_the_nodes_shares_and_shares_are_cut_to_the_fewest_clips(tiny_data, tmp_path):
+    from types import SimpleNamespace
+
+    counts = []
+
+    def fewest_over_ranks(count: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        assert reduce_op == "min"
+        counts.append(int(count))
+        return torch.tensor(20)  # as if another node had lost 4 of its 24 clips as unusable
+
+    dm = SSLDataModule(manifest=str(tiny_data), cache_dir=str(tmp_path), num_workers=0, norm_clips=8)
+    strategy = SimpleNamespace(root_device=torch.device("cpu"), reduce=fewest_over_ranks)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1, num_nodes=2, node_rank=1, strategy=strategy)
+    dm.setup("fit")
+    train = [i for i, c in enumerate(dm.listed) if c.split == "train"]
+    mine = dm.usable([train[j] for j in dm.deal(len(train), 1)])
+    assert counts == [24] and dm.share == mine[:20]
+    cached_train = {dm.listed_at[i] for i in dm.split_indices("train")}
+    assert cached_train == {train[j] for j in dm.deal(48, 1)} | set(dm.norm_sample(dm.listed))
+    assert len(dm.clips) < len(dm.listed)
+    bank, _ = dm.knn_dataloaders()
+    assert len(bank.dataset) == 8  # the normalisation sample: every node holds it
