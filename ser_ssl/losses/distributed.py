@@ -42,19 +42,28 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rows]
 
 
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+def host_group() -> dist.ProcessGroup | None:
+    """A group for small checks that run on the host: the default group when it is gloo (``None``),
+    else a new gloo group over the same processes, so that the check never waits for the GPU. Every
+    process must call it at the same point."""
+    return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+
+def gather_with_grad(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Concatenate ``x [n, ...]`` of every rank in rank order as ``[world * n, ...]``, differentiably.
 
     Every rank must hold the same ``n`` (a sampler with ``drop_last``); unequal sizes raise a
-    ``ConfigError`` on every rank at once instead of hanging in the gather.
+    ``ConfigError`` on every rank at once instead of hanging in the gather. The sizes are compared
+    over ``group`` (:func:`host_group`), on the host: comparing them on the GPU would make the
+    host wait for the device every step.
     """
     _, size = world()
     if size == 1:
         return x
-    n = torch.tensor([x.shape[0]], device=x.device)
+    n = torch.tensor([x.shape[0]])
     sizes = [torch.empty_like(n) for _ in range(size)]
-    dist.all_gather(sizes, n)
-    sizes_list = [int(s.item()) for s in sizes]
+    dist.all_gather(sizes, n, group=group)
+    sizes_list = [int(s) for s in sizes]
     if len(set(sizes_list)) > 1:
         raise ConfigError(
             f"the contrastive loss gathers embeddings across {size} processes and needs the same "

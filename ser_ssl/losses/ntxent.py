@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from ser_ssl.errors import ConfigError
-from ser_ssl.losses.distributed import gather_with_grad, world
+from ser_ssl.losses.distributed import gather_with_grad, host_group, world
 
 
 class NTXentLoss(nn.Module):
@@ -31,6 +32,12 @@ class NTXentLoss(nn.Module):
         if temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
+        self._host_group: tuple[dist.ProcessGroup | None] | None = None  # made at the first gather
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_host_group"] = None  # a process group is neither copied nor pickled
+        return state
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         if z1.shape != z2.shape:
@@ -42,7 +49,9 @@ class NTXentLoss(nn.Module):
         rank, size = world()
         candidates = anchors  # in one process no collective runs
         if size > 1:  # [2N * world, D]: each rank's 2N views in the order of `anchors`, rank by rank
-            gathered = gather_with_grad(torch.stack([z1, z2], dim=1))  # [N * world, 2, D]
+            if self._host_group is None:
+                self._host_group = (host_group(),)
+            gathered = gather_with_grad(torch.stack([z1, z2], dim=1), *self._host_group)  # [N * world, 2, D]
             candidates = gathered.view(size, n, 2, d).transpose(1, 2).reshape(size * 2 * n, d)
         offset = rank * 2 * n  # this rank's anchors are rows offset ... offset + 2N of the global matrix
         anchors = anchors.float()

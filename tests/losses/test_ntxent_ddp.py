@@ -105,6 +105,29 @@ def _sgd_steps(rank: int) -> dict:
     return {name: p.detach().clone() for name, p in ddp.module.named_parameters()}
 
 
+def _own_host_group(rank: int) -> dict:
+    """As on GPUs, where the default group is NCCL: the sizes are compared over a gloo group of its own."""
+    from unittest import mock
+
+    z = F.normalize(global_views().view(N * 2, IN_DIM), dim=1).view(N, 2, IN_DIM)
+    z = local(z, rank)
+    loss = NTXentLoss(TAU)
+    made = []
+
+    def new_gloo_group():
+        made.append(dist.new_group(backend="gloo"))
+        return made[-1]
+
+    with mock.patch("ser_ssl.losses.ntxent.host_group", new_gloo_group):
+        first, second = loss(z[:, 0], z[:, 1]), loss(z[:, 0], z[:, 1])
+        try:
+            loss(z[: 4 - rank, 0], z[: 4 - rank, 1])  # 4 clips on rank 0, 3 on rank 1
+            error = None
+        except ConfigError as e:
+            error = str(e)
+    return {"loss": first.detach(), "again": second.detach(), "groups": len(made), "error": error}
+
+
 def _unequal_sizes(rank: int) -> dict:
     z = F.normalize(torch.randn(4 - rank, 2, OUT_DIM), dim=2)  # 4 clips on rank 0, 3 on rank 1
     try:
@@ -115,7 +138,13 @@ def _unequal_sizes(rank: int) -> dict:
 
 
 # run in this order; the unequal sizes come last, after which the process group is only torn down
-SCENARIOS = {"loss": _loss, "ddp_grads": _ddp_grads, "sgd_steps": _sgd_steps, "unequal": _unequal_sizes}
+SCENARIOS = {
+    "loss": _loss,
+    "ddp_grads": _ddp_grads,
+    "sgd_steps": _sgd_steps,
+    "own_group": _own_host_group,
+    "unequal": _unequal_sizes,
+}
 
 
 # --- tests --------------------------------------------------------------------------------------
@@ -160,3 +189,11 @@ def test_sgd_steps_in_two_processes_match_one_process_on_the_whole_batch(ranks):
 def test_unequal_batch_sizes_raise_on_every_rank(ranks):
     for r in (r["unequal"] for r in ranks):
         assert r["error"] is not None and "drop_last" in r["error"] and "[4, 3]" in r["error"]
+
+
+def test_a_host_group_of_its_own_checks_the_sizes_once_made(ranks):
+    for r in ranks:
+        own = r["own_group"]
+        assert own["groups"] == 1  # made at the first gather, then kept
+        assert torch.equal(own["loss"], r["loss"]["loss"]) and torch.equal(own["again"], own["loss"])
+        assert own["error"] is not None and "[4, 3]" in own["error"]
