@@ -113,7 +113,8 @@ def same_batch(batch):
         yield batch
 
 
-def run(quick: bool, workdir: Path) -> dict:
+def run(quick: bool, workdir: Path, save=lambda results: None) -> dict:
+    """Every measurement; ``save(results)`` after each, so a run cut short keeps what it measured."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     hw = detect(device.type)
     precision, why = choose_precision(hw)
@@ -153,13 +154,19 @@ def run(quick: bool, workdir: Path) -> dict:
                 "peak_gpu_gib": memory,
             }
         )
+        save(results)
     if not quick:
+        del source, fixed  # the pretraining's own process gets the GPU's memory
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         results["pretraining"] = pretraining_seconds(workdir)
+        save(results)
     return results
 
 
-def pretraining_seconds(workdir: Path) -> dict:
-    """Wall time of the default pretraining with the GPU preset on the built-in data set."""
+def pretraining_seconds(workdir: Path, timeout: float = 300) -> dict:
+    """Wall time of the default pretraining with the GPU preset on the built-in data set (given up
+    after ``timeout`` seconds)."""
     cmd = [
         sys.executable,
         "-m",
@@ -179,12 +186,16 @@ def pretraining_seconds(workdir: Path) -> dict:
         "false",
     ]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        returncode, stderr = done.returncode, done.stderr
+    except subprocess.TimeoutExpired as e:
+        returncode, stderr = "timed out", e.stderr.decode(errors="replace") if e.stderr else ""
     return {
         "command": " ".join(cmd[1:]),
         "seconds": time.perf_counter() - start,
-        "returncode": done.returncode,
-        "stderr_tail": done.stderr[-2000:],
+        "returncode": returncode,
+        "stderr_tail": stderr[-2000:],
     }
 
 
@@ -213,11 +224,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code, not the speed")
     parser.add_argument("--out", default="runs/bench/gpu.json")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(results: dict) -> None:
+        out.write_text(json.dumps(results, indent=1))
+        print(table(results), flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(args.quick, Path(tmp))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    print(table(results))
+        save(run(args.quick, Path(tmp), save))
 
 
 if __name__ == "__main__":
