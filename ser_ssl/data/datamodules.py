@@ -206,11 +206,15 @@ class AudioDataModule(L.LightningDataModule):
         """Indices in ``clips`` (the source's list) of the training clips the normalisation
         statistics come from: every one, or a seeded sample of :attr:`norm_clips`; the same in every
         process, so each node's cache holds them (:meth:`needed_clips`)."""
-        train = [i for i, c in enumerate(clips) if c.split == self.train_split]
+        train = self.training(clips)
         if self.norm_clips is None or len(train) <= self.norm_clips:
             return train
         picked = np.random.default_rng(0).choice(len(train), self.norm_clips, replace=False)
         return sorted(train[j] for j in picked)
+
+    def training(self, clips: list[Clip]) -> list[int]:
+        """Indices in ``clips`` of the training split's clips."""
+        return [i for i, c in enumerate(clips) if c.split == self.train_split]
 
     def usable(self, listed: list[int]) -> list[int]:
         """Positions in :attr:`clips` of the usable ones among the source's clips ``listed``."""
@@ -391,7 +395,7 @@ class SSLDataModule(AudioDataModule):
         shares and of the normalisation sample, and every clip of the other splits; else all."""
         if not self.per_node_cache:
             return clips
-        train = [i for i, c in enumerate(clips) if c.split == self.train_split]
+        train = self.training(clips)
         per_node = self.world_size // self.trainer.num_nodes
         ranks = range(self.trainer.node_rank * per_node, (self.trainer.node_rank + 1) * per_node)
         keep = {train[j] for r in ranks for j in self.deal(len(train), r)} | set(self.norm_sample(clips))
@@ -399,7 +403,7 @@ class SSLDataModule(AudioDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
-        train = [i for i, c in enumerate(self.listed) if c.split == self.train_split]
+        train = self.training(self.listed)
         # from the listed clips, so that every node's online probe has the same classes
         self.classes = sorted({self.listed[i].labels[0] for i in train if len(self.listed[i].labels) == 1})
         if not self.per_node_cache:
