@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -114,6 +115,11 @@ class SimCLR(BaseTask):
         self.online_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
 
     def setup(self, stage: str) -> None:
+        # The views are made here from the patches that the data module's transfer cut, on purpose
+        # (they need this module's seeded RNG); Lightning warns about that on every fit as if a slip.
+        warnings.filterwarnings(
+            "ignore", "You have overridden `on_after_batch_transfer` in `LightningModule`"
+        )
         if self.online_probe and self.online_classifier is None:
             n = len(getattr(self.trainer.datamodule, "classes", None) or [])
             if n >= 2:

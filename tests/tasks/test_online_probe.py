@@ -3,6 +3,8 @@ labels come through the data module and its weights ride along in the checkpoint
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import pytest
 import torch
@@ -133,3 +135,17 @@ def test_ssl_data_module_gives_training_targets(tiny_data, tmp_path):
     assert batch["target"].dtype == torch.long and batch["target"].shape == (4,)
     expected = {dm.classes.index(dm.clips[i].label) for i in dm.split_indices("train")}
     assert set(batch["target"].tolist()) <= expected
+
+
+def test_a_fit_with_a_data_module_says_nothing_about_the_views_hook(tiny_data, tmp_path):
+    """The model's ``on_after_batch_transfer`` is the design, not a slip for Lightning to warn about."""
+    from lightning.pytorch.trainer.connectors.data_connector import warning_cache
+
+    dm = SSLDataModule(
+        manifest=str(tiny_data), cache_dir=str(tmp_path / "cache"), batch_size=8, num_workers=0
+    )
+    model = SimCLR(encoder=build_module(SMALL), proj_hidden_dim=32, proj_dim=16)
+    warning_cache.clear()  # Lightning warns once a process: a fit in an earlier test would hide it
+    with warnings.catch_warnings(record=True) as caught:  # the filters as they are, not "always"
+        quiet_trainer(max_steps=1, limit_val_batches=0).fit(model, datamodule=dm)
+    assert not [w for w in caught if "on_after_batch_transfer" in str(w.message)]
