@@ -13,6 +13,14 @@ import torch
 from ser_ssl.data.feature_cache import FEATURES_FILE, INDEX_FILE, FeatureCache
 from ser_ssl.data.synthetic import generate
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with slow (end-to-end) tests first, in their own order: the parallel workers of
+    ``make test`` then start on the long runs and end together on short tests."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 SMALL_ENCODER = [
     "--model.init_args.encoder",
     "ser_ssl.models.VGGLike",

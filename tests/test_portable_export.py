@@ -75,6 +75,7 @@ def exported(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fmt", ["torchscript", pytest.param("onnx", marks=needs_onnx)], ids=["torchscript", "onnx"]
 )
@@ -123,6 +124,7 @@ def probe_folder(tmp_path, multilabel: bool):
     return export(tmp_path / "probe.ckpt", tmp_path / "model")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("multilabel", [False, True], ids=["softmax", "sigmoid"])
 def test_a_classifier_gives_embeddings_and_the_models_class_scores(multilabel, tmp_path):
     folder = probe_folder(tmp_path, multilabel)

@@ -69,6 +69,7 @@ def table(tmp_path_factory, tiny_data):
     return out, argv, results.main(argv)
 
 
+@pytest.mark.slow
 def test_table_has_every_row_and_seed_with_real_metrics(table):
     out, _, summary = table
     assert [r["row"] for r in summary] == [
@@ -110,6 +111,7 @@ def test_table_has_every_row_and_seed_with_real_metrics(table):
     assert "--data.init_args.label_fraction 0.1" in command
 
 
+@pytest.mark.slow
 def test_finished_runs_are_read_back_and_a_cut_pretraining_resumes(table, monkeypatch):
     out, argv, summary = table
 
