@@ -17,6 +17,9 @@ and every clip key in order. Why shards: a build killed at any point loses only 
 assembled its clips' shards are deleted, so the disk holds each clip once; a later build reads the
 clips it shares with a finished manifest from there, so changing one file recomputes one clip, and
 a changed setting starts a new ``logmel-*`` directory, while training still reads one memmap.
+Reading a manifest marks it used (the directory's modification time, at each opening), so that
+``python -m ser_ssl.data.cache_admin prune --older-than DAYS`` can delete the manifests no run has used for
+that long (``list`` shows them); a pruned manifest is built again when a run needs it.
 The manifest directory is assembled under a temporary name and renamed, so a half
 written cache is never read; two builders at once only race on renames, and losing the race means
 the other one finished the same cache. Leftovers of killed builds on this machine are removed by the
@@ -34,13 +37,14 @@ import os
 import re
 import shutil
 import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -52,7 +56,7 @@ from tqdm import tqdm
 from ser_ssl.audio import LogMel, LogMelConfig
 from ser_ssl.audio.features import normalise_clip
 from ser_ssl.audio.io import AudioError, read_audio
-from ser_ssl.data.feature_cache import CONFIG_FILE, FEATURES_FILE, INDEX_FILE
+from ser_ssl.data.feature_cache import CONFIG_FILE, FEATURES_FILE, INDEX_FILE, mark_used
 from ser_ssl.errors import DataError, MissingFileError
 from ser_ssl.files import resolved
 
@@ -281,6 +285,7 @@ def build_cache(
     directory = config_dir(cache_root, config)
     final = directory / f"manifest-{cache_key(paths, config, keys)}"
     if (final / INDEX_FILE).is_file():
+        mark_used(final)
         return final
     try:
         _build(paths, keys, config, directory, final, num_workers, strict)
@@ -521,3 +526,77 @@ def _assemble(
         shutil.rmtree(tmp, ignore_errors=True)
     for i in rows:
         shard_path(directory, keys[i]).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One finished manifest (``clips`` and ``last_used``) or, with ``clips`` None, what a settings
+    folder holds besides its manifests: shards and temporaries of unfinished builds."""
+
+    path: Path
+    clips: int | None
+    size: int
+    last_used: float
+
+
+def _tree(path: Path) -> tuple[int, float]:
+    """Bytes under ``path`` and the newest modification time there (``path`` included)."""
+    size, newest = 0, path.stat().st_mtime
+    for f in path.rglob("*"):
+        st = f.lstat()
+        size += st.st_size if f.is_file() else 0
+        newest = max(newest, st.st_mtime)
+    return size, newest
+
+
+def cache_entries(cache_root: str | Path) -> list[CacheEntry]:
+    """What ``cache_root`` holds, settings folder by settings folder."""
+    cache_root = Path(cache_root)
+    if not cache_root.is_dir():
+        raise MissingFileError(
+            f"{cache_root}: no such cache folder (data.init_args.cache_dir; default cache/)"
+        )
+    entries = []
+    for directory in sorted(cache_root.glob("logmel-*")):
+        manifests = sorted(d for d in directory.glob("manifest-*") if (d / INDEX_FILE).is_file())
+        for manifest in manifests:
+            try:
+                clips = len(json.loads((manifest / INDEX_FILE).read_text())["clips"])
+            except (OSError, ValueError, KeyError):
+                clips = 0
+            size = sum(f.stat().st_size for f in manifest.iterdir() if f.is_file())
+            entries.append(CacheEntry(manifest, clips, size, manifest.stat().st_mtime))
+        rest = [_tree(e) for e in directory.iterdir() if e not in manifests and e.name != CONFIG_FILE]
+        size = sum(t[0] for t in rest)
+        if size:  # (an empty tmp/ is no build's leftover)
+            entries.append(CacheEntry(directory, None, size, max(t[1] for t in rest)))
+    return entries
+
+
+def prune(cache_root: str | Path, older_than_days: float, dry_run: bool = False) -> list[CacheEntry]:
+    """Delete the manifests no run has used for ``older_than_days`` days, and a settings folder's
+    leftovers of unfinished builds when nothing there has changed for as long (a build in progress
+    keeps writing, so it is left alone); a settings folder left without manifests goes too. Returns
+    what was (or, with ``dry_run``, would be) deleted."""
+    cutoff = time.time() - older_than_days * 86400
+    old = [e for e in cache_entries(cache_root) if e.last_used < cutoff]
+    if dry_run:
+        return old
+    for entry in old:
+        if entry.clips is not None:
+            shutil.rmtree(entry.path)
+            continue
+        for f in entry.path.iterdir():
+            if f.name.startswith("manifest-") or f.name == CONFIG_FILE:
+                continue
+            if f.is_dir():
+                shutil.rmtree(f)
+            else:
+                f.unlink()
+    for directory in Path(cache_root).glob("logmel-*"):
+        children = list(directory.iterdir())
+        if not any(f.name.startswith("manifest-") for f in children) and all(
+            _tree(f)[1] < cutoff for f in children
+        ):
+            shutil.rmtree(directory)
+    return old

@@ -48,6 +48,7 @@ class FeatureCache:
                 self.directory / FEATURES_FILE, dtype=np.float16, mode="c", shape=(total, self.n_mels)
             )
             self._pid = os.getpid()
+            mark_used(self.directory)
         return self._data
 
     @property
@@ -80,3 +81,12 @@ class FeatureCache:
         state = self.__dict__.copy()
         state["_data"] = None  # each worker opens its own memmap
         return state
+
+
+def mark_used(manifest: Path) -> None:
+    """Record that a run reads ``manifest`` (``python -m ser_ssl.data.cache_admin prune`` keeps what
+    runs use); a read-only cache stays as it is."""
+    try:
+        os.utime(manifest)
+    except OSError:
+        pass
