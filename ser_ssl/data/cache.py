@@ -17,7 +17,7 @@ and every clip key in order. Why shards: a build killed at any point loses only 
 assembled its clips' shards are deleted, so the disk holds each clip once; a later build reads the
 clips it shares with a finished manifest from there, so changing one file recomputes one clip, and
 a changed setting starts a new ``logmel-*`` directory, while training still reads one memmap.
-Reading a manifest marks it used (the directory's modification time, at each opening), so that
+Reading a manifest marks it used (the directory's modification time, hourly), so that
 ``python -m ser_ssl.data.cache_admin prune --older-than DAYS`` can delete the manifests no run has used for
 that long (``list`` shows them); a pruned manifest is built again when a run needs it.
 The manifest directory is assembled under a temporary name and renamed, so a half
@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import time
 import uuid
 from collections import Counter
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _TMP_TAG = re.compile(r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+BUILDING = "building"
 
 
 def _tmp_tag() -> str:
@@ -288,7 +290,8 @@ def build_cache(
         mark_used(final)
         return final
     try:
-        _build(paths, keys, config, directory, final, num_workers, strict)
+        with _building(directory):
+            _build(paths, keys, config, directory, final, num_workers, strict)
     except OSError as err:
         if err.errno in _NO_SPACE:
             raise _no_space(err, cache_root, directory) from err
@@ -300,6 +303,19 @@ def build_cache(
             ) from err
         raise
     return final
+
+
+@contextmanager
+def _building(directory: Path) -> Iterator[None]:
+    """While a build runs, ``tmp/building.<host>-<pid>-...`` says so (:func:`prune` leaves the folder
+    alone; a killed build's marker is removed like its other temporaries)."""
+    (directory / "tmp").mkdir(parents=True, exist_ok=True)
+    marker = directory / "tmp" / f"{BUILDING}.{_tmp_tag()}"
+    marker.touch()
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def _build(
@@ -531,7 +547,7 @@ def _assemble(
 @dataclass(frozen=True)
 class CacheEntry:
     """One finished manifest (``clips`` and ``last_used``) or, with ``clips`` None, what a settings
-    folder holds besides its manifests: shards and temporaries of unfinished builds."""
+    folder holds besides its finished manifests: shards and temporaries of unfinished builds."""
 
     path: Path
     clips: int | None
@@ -540,13 +556,36 @@ class CacheEntry:
 
 
 def _tree(path: Path) -> tuple[int, float]:
-    """Bytes under ``path`` and the newest modification time there (``path`` included)."""
-    size, newest = 0, path.stat().st_mtime
-    for f in path.rglob("*"):
-        st = f.lstat()
-        size += st.st_size if f.is_file() else 0
-        newest = max(newest, st.st_mtime)
+    """Bytes under ``path`` and the newest modification time there (``path`` included); links are
+    not followed, and what vanishes meanwhile (a build at work) is not counted."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return 0, 0.0
+    if not stat.S_ISDIR(st.st_mode):
+        return (st.st_size if stat.S_ISREG(st.st_mode) else 0), st.st_mtime
+    size, newest = 0, st.st_mtime
+    for child in _children(path):
+        child_size, child_newest = _tree(child)
+        size, newest = size + child_size, max(newest, child_newest)
     return size, newest
+
+
+def _children(path: Path) -> list[Path]:
+    try:
+        return list(path.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _settings_dirs(cache_root: Path) -> list[Path]:
+    return sorted(d for d in cache_root.glob("logmel-*") if d.is_dir() and not d.is_symlink())
+
+
+def _finished(directory: Path) -> list[Path]:
+    return sorted(
+        d for d in directory.glob("manifest-*") if not d.is_symlink() and (d / INDEX_FILE).is_file()
+    )
 
 
 def cache_entries(cache_root: str | Path) -> list[CacheEntry]:
@@ -557,46 +596,83 @@ def cache_entries(cache_root: str | Path) -> list[CacheEntry]:
             f"{cache_root}: no such cache folder (data.init_args.cache_dir; default cache/)"
         )
     entries = []
-    for directory in sorted(cache_root.glob("logmel-*")):
-        manifests = sorted(d for d in directory.glob("manifest-*") if (d / INDEX_FILE).is_file())
+    for directory in _settings_dirs(cache_root):
+        manifests = _finished(directory)
         for manifest in manifests:
             try:
                 clips = len(json.loads((manifest / INDEX_FILE).read_text())["clips"])
             except (OSError, ValueError, KeyError):
                 clips = 0
-            size = sum(f.stat().st_size for f in manifest.iterdir() if f.is_file())
-            entries.append(CacheEntry(manifest, clips, size, manifest.stat().st_mtime))
-        rest = [_tree(e) for e in directory.iterdir() if e not in manifests and e.name != CONFIG_FILE]
+            size, _ = _tree(manifest)
+            entries.append(CacheEntry(manifest, clips, size, manifest.lstat().st_mtime))
+        rest = [_tree(e) for e in _leftovers(directory, manifests)]
         size = sum(t[0] for t in rest)
         if size:  # (an empty tmp/ is no build's leftover)
             entries.append(CacheEntry(directory, None, size, max(t[1] for t in rest)))
     return entries
 
 
+def _leftovers(directory: Path, manifests: Sequence[Path]) -> list[Path]:
+    return [e for e in _children(directory) if e not in manifests and e.name != CONFIG_FILE]
+
+
+def _build_running(directory: Path, cutoff: float) -> bool:
+    """Whether a build marker in ``tmp/`` is a live process's on this host, or another host's that
+    is younger than ``cutoff`` (its process cannot be asked)."""
+    for marker in (directory / "tmp").glob(f"{BUILDING}.*"):
+        m = _TMP_TAG.search(marker.name)
+        if m is None:
+            continue
+        if m["host"] == _HOST and _pid_alive(int(m["pid"])):
+            return True
+        if m["host"] != _HOST and _tree(marker)[1] >= cutoff:
+            return True
+    return False
+
+
+def _delete(path: Path) -> None:
+    """Remove a file, link or folder; what is gone already is no error."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+
+    def gone_already(func, name, exc_info) -> None:
+        if not issubclass(exc_info[0], FileNotFoundError):
+            raise exc_info[1]
+
+    shutil.rmtree(path, onerror=gone_already)
+
+
 def prune(cache_root: str | Path, older_than_days: float, dry_run: bool = False) -> list[CacheEntry]:
-    """Delete the manifests no run has used for ``older_than_days`` days, and a settings folder's
-    leftovers of unfinished builds when nothing there has changed for as long (a build in progress
-    keeps writing, so it is left alone); a settings folder left without manifests goes too. Returns
-    what was (or, with ``dry_run``, would be) deleted."""
+    """Delete the manifests no run has read for ``older_than_days`` days, and a settings folder's
+    leftovers of killed builds when nothing there changed for as long; a settings folder left without
+    manifests goes too. A folder with a build running is left alone, and each item's age is checked
+    again just before it goes. Returns what was (or, with ``dry_run``, would be) deleted."""
+    if older_than_days < 1:  # a run marks the manifest it reads only hourly (feature_cache.MARK_EVERY)
+        raise ValueError(f"prune what no run read for at least 1 day, not {older_than_days}")
     cutoff = time.time() - older_than_days * 86400
-    old = [e for e in cache_entries(cache_root) if e.last_used < cutoff]
+    cache_root = Path(cache_root)
+    old = [
+        e
+        for e in cache_entries(cache_root)
+        if e.last_used < cutoff and not _build_running(e.path if e.clips is None else e.path.parent, cutoff)
+    ]
     if dry_run:
         return old
     for entry in old:
         if entry.clips is not None:
-            shutil.rmtree(entry.path)
+            if _tree(entry.path)[1] < cutoff:  # not read since it was listed
+                _delete(entry.path)
             continue
-        for f in entry.path.iterdir():
-            if f.name.startswith("manifest-") or f.name == CONFIG_FILE:
-                continue
-            if f.is_dir():
-                shutil.rmtree(f)
-            else:
-                f.unlink()
-    for directory in Path(cache_root).glob("logmel-*"):
-        children = list(directory.iterdir())
-        if not any(f.name.startswith("manifest-") for f in children) and all(
-            _tree(f)[1] < cutoff for f in children
+        for item in _leftovers(entry.path, _finished(entry.path)):
+            if _tree(item)[1] < cutoff:
+                _delete(item)
+    for directory in _settings_dirs(cache_root):
+        children = _children(directory)
+        if (
+            not any(f.name.startswith("manifest-") for f in children)
+            and all(_tree(f)[1] < cutoff for f in children)
+            and not _build_running(directory, cutoff)
         ):
-            shutil.rmtree(directory)
+            _delete(directory)
     return old

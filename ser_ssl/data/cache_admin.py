@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "list":
         print(_table(cache_entries(args.cache_dir), args.cache_dir))
         return
-    if args.older_than is None or args.older_than < 0:
-        parser.error("prune needs --older-than DAYS (0 or more)")
+    if args.older_than is None or args.older_than < 1:
+        parser.error("prune needs --older-than DAYS, at least 1 (runs mark what they read hourly)")
     gone = prune(args.cache_dir, args.older_than, args.dry_run)
     print(("would delete" if args.dry_run else "deleted") + ":\n" + _table(gone, args.cache_dir))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import torch
 FEATURES_FILE = "features.f16"
 INDEX_FILE = "index.json"
 CONFIG_FILE = "config.json"
+#: A process reading a manifest marks it used this often (seconds): prune keeps what runs still read.
+MARK_EVERY = 3600
 
 
 class FeatureCache:
@@ -30,6 +33,7 @@ class FeatureCache:
         self.skipped: list[dict[str, str]] = index["skipped"]
         self._data: np.memmap | None = None
         self._pid = -1
+        self._marked = 0.0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -48,7 +52,9 @@ class FeatureCache:
                 self.directory / FEATURES_FILE, dtype=np.float16, mode="c", shape=(total, self.n_mels)
             )
             self._pid = os.getpid()
+        if time.time() - self._marked > MARK_EVERY:
             mark_used(self.directory)
+            self._marked = time.time()
         return self._data
 
     @property

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from ser_ssl.audio import LogMelConfig
-from ser_ssl.data.cache import build_cache, cache_entries, config_dir, prune
+from ser_ssl.data.cache import _HOST, BUILDING, build_cache, cache_entries, config_dir, prune
 from ser_ssl.data.cache_admin import main
 from ser_ssl.data.feature_cache import FeatureCache
 from ser_ssl.errors import MissingFileError
@@ -32,7 +32,7 @@ def age(path, days: float) -> None:
     """Everything under ``path`` (and itself) last changed ``days`` days ago."""
     then = time.time() - days * DAY
     for f in [*path.rglob("*"), path]:
-        os.utime(f, (then, then))
+        os.utime(f, (then, then), follow_symlinks=False)
 
 
 def test_prune_deletes_what_no_run_used_and_keeps_the_rest(tmp_path, wavs):
@@ -92,3 +92,47 @@ def test_the_command_lists_prunes_and_names_a_missing_folder(tmp_path, wavs, cap
     assert "needs --older-than" in capsys.readouterr().err
     with pytest.raises(MissingFileError, match="no such cache folder"):
         main(["list", "--cache-dir", str(tmp_path / "nope")])
+
+
+def test_a_long_run_marks_its_manifest_again_every_hour(tmp_path, wavs, monkeypatch):
+    manifest = build_cache(wavs, LogMelConfig(), tmp_path / "cache")
+    cache = FeatureCache(manifest)
+    cache.frames(0)
+    age(manifest, 10)
+    cache.frames(1)  # within the hour: not marked again
+    assert manifest.stat().st_mtime < time.time() - DAY
+    monkeypatch.setattr(cache, "_marked", time.time() - 3601)
+    cache.frames(1)
+    assert manifest.stat().st_mtime > time.time() - 60
+
+
+def test_a_folder_with_a_build_running_is_left_alone(tmp_path, wavs):
+    root = tmp_path / "cache"
+    manifest = build_cache(wavs, LogMelConfig(), root)
+    tmp = config_dir(root, LogMelConfig()) / "tmp"
+    live = tmp / f"{BUILDING}.{_HOST}-{os.getpid()}-0123abcd"  # this process: alive
+    live.touch()
+    age(root, 10)
+    assert prune(root, 7) == [] and manifest.is_dir()
+    live.rename(tmp / f"{BUILDING}.{_HOST}-999999999-0123abcd")  # no such process: a killed build
+    age(root, 10)
+    assert [e.path for e in prune(root, 7)] == [manifest]
+    assert not config_dir(root, LogMelConfig()).exists()
+
+
+def test_stray_files_and_links_in_the_cache_are_no_crash(tmp_path, wavs):
+    root = tmp_path / "cache"
+    manifest = build_cache(wavs, LogMelConfig(), root)
+    (root / "logmel-notes.txt").write_text("mine")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.npy").write_bytes(b"x" * 10)
+    (manifest.parent / "linked").symlink_to(elsewhere)
+    (manifest.parent / "broken").symlink_to(tmp_path / "nothing")
+    assert [e.clips for e in cache_entries(root)] == [3]  # links count no bytes
+    age(root, 10)
+    prune(root, 7)
+    assert not manifest.parent.exists() and (root / "logmel-notes.txt").is_file()
+    assert (elsewhere / "keep.npy").is_file()  # a link is removed, not what it points to
+    with pytest.raises(ValueError, match="at least 1 day"):
+        prune(root, 0.5)
