@@ -11,6 +11,7 @@ import logging
 import os
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +42,11 @@ from ser_ssl.errors import ConfigError, DataError
 from ser_ssl.files import resolved
 
 log = logging.getLogger(__name__)
+
+
+def single_labels(clips: Iterable[Clip]) -> list[str]:
+    """Sorted labels of the clips that carry exactly one label."""
+    return sorted({c.labels[0] for c in clips if len(c.labels) == 1})
 
 
 def device_memory(device: torch.device) -> int:
@@ -263,14 +269,10 @@ class AudioDataModule(L.LightningDataModule):
         idx = list(range(len(self.clips))) if split is None else self.split_indices(split)
         if not idx:
             raise DataError(f"{self.data_source.describe()}: no usable clip in split '{split}' to embed")
-        targets = self.single_label_targets(idx, self.single_labels(idx))
+        targets = self.single_label_targets(idx, single_labels(self.clips[i] for i in idx))
         rows = [self.rows[i] for i in idx]
         ds = ClipWindowsDataset(self.cache, rows, targets, self.patch_frames, ids=idx)
         return self._loader(ds, shuffle=False, batch_size=self.batch_size)
-
-    def single_labels(self, idx: list[int]) -> list[str]:
-        """Sorted labels of the clips at ``idx`` that carry exactly one label."""
-        return sorted({self.clips[i].labels[0] for i in idx if len(self.clips[i].labels) == 1})
 
     def single_label_targets(self, idx: list[int], classes: list[str]) -> list[int]:
         """Each clip's index in ``classes``; -1 for clips without exactly one label or outside them."""
@@ -405,7 +407,7 @@ class SSLDataModule(AudioDataModule):
         super().setup(stage)
         train = self.training(self.listed)
         # from the listed clips, so that every node's online probe has the same classes
-        self.classes = sorted({self.listed[i].labels[0] for i in train if len(self.listed[i].labels) == 1})
+        self.classes = single_labels(self.listed[i] for i in train)
         if not self.per_node_cache:
             return
         # dealt from the listed clips, as the cache build was; unusable clips make a share shorter
@@ -438,7 +440,7 @@ class SSLDataModule(AudioDataModule):
         if not bank or not query or any(len(c.labels) != 1 for c in clips):
             log.info("no kNN monitor data: splits %s need clips with one label each", self.knn_splits)
             return None
-        self.knn_classes = self.single_labels(bank)
+        self.knn_classes = single_labels(self.clips[i] for i in bank)
         known = set(self.knn_classes)
         query = [i for i in query if self.clips[i].label in known]  # unseen classes cannot be voted for
         if not query:

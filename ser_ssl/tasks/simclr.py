@@ -239,7 +239,7 @@ class SimCLR(BaseTask):
         super().on_save_checkpoint(checkpoint)
         checkpoint["ser_ssl_kind"] = CHECKPOINT_KIND
         dm = self.trainer.datamodule if self._trainer is not None else None
-        if hasattr(dm, "listed") and hasattr(dm, "train_split"):
+        if hasattr(dm, "listed") and hasattr(dm, "training"):
             if self._pretrained_on is None:  # every process's clips, also those of other nodes' caches
-                self._pretrained_on = clip_ids(c.path for c in dm.listed if c.split == dm.train_split)
+                self._pretrained_on = clip_ids(dm.listed[i].path for i in dm.training(dm.listed))
             checkpoint[PRETRAINED_ON_KEY] = self._pretrained_on
