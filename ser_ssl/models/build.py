@@ -13,6 +13,7 @@ from torch import nn
 from ser_ssl import models
 from ser_ssl.errors import CheckpointError
 from ser_ssl.models import encoders, paper
+from ser_ssl.models.config import is_plain_setting
 
 TRUST_ENV = "SER_SSL_TRUST_CHECKPOINTS"
 """Set to ``1`` to build any encoder class a checkpoint names, not only ser-ssl's own."""
@@ -42,13 +43,6 @@ def _own_class(class_path: object) -> type | None:
     return cls if cls in OWN_ENCODERS else None
 
 
-def _plain(value: object) -> bool:
-    """Numbers, strings, booleans, None and lists of them: nothing jsonargparse would build a class from."""
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
 def check_trusted(spec: dict, path: Path) -> None:
     """Refuse an encoder config that would build anything but a ser-ssl encoder from plain settings.
 
@@ -73,7 +67,7 @@ def check_trusted(spec: dict, path: Path) -> None:
     if not isinstance(init_args, dict):
         bad.append("init_args")
     else:
-        bad += [f"init_args.{key}" for key, value in init_args.items() if not _plain(value)]
+        bad += [f"init_args.{key}" for key, value in init_args.items() if not is_plain_setting(value)]
     if bad:
         raise CheckpointError(
             f"{path}: the settings {', '.join(bad)} of its encoder {class_path} are not plain numbers, "

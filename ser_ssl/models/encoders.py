@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ser_ssl.errors import ConfigError
+from ser_ssl.models.config import records_config
 
 
 def conv_block(
@@ -32,6 +33,7 @@ def pool_time(seq: torch.Tensor) -> torch.Tensor:
     return seq.mean(dim=-1) + seq.amax(dim=-1)
 
 
+@records_config
 class VGGLike(nn.Module):
     """The small VGG-like CNN of the paper (about 0.3 M parameters, 512-d by default).
 
@@ -96,6 +98,7 @@ def he_init(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
+@records_config
 class ResNet18(nn.Module):
     """ResNet-18 (basic blocks, [2, 2, 2, 2], widths 64-128-256-512) for one-channel log-mel patches.
 
@@ -130,6 +133,7 @@ class ResNet18(nn.Module):
         return pool_time(self.frames(x))
 
 
+@records_config
 class CRNN(nn.Module):
     """Convolutional recurrent network: about 1.0 M parameters and a 64-d embedding.
 
@@ -167,6 +171,7 @@ class CRNN(nn.Module):
         return pool_time(self.frames(x))
 
 
+@records_config
 class LogMelStats(nn.Module):
     """No network: each mel band's mean and standard deviation over time, and those of its first
     difference (``4 * n_mels`` numbers). Under :class:`~ser_ssl.tasks.LinearProbe` this is the

@@ -14,9 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ser_ssl.models.config import records_config
 from ser_ssl.models.encoders import ResNet18, conv_block, he_init
 
 
+@records_config
 class PaperVGG(nn.Module):
     """The paper's VGG-like CNN: 280,032 parameters, 512-d, 128-d frames every 8 input frames.
 
@@ -59,6 +61,7 @@ class PaperVGG(nn.Module):
         return self.dense(torch.cat([seq.amax(dim=-1), seq.mean(dim=-1)], dim=1))
 
 
+@records_config
 class PaperCRNN(nn.Module):
     """The paper's CRNN: 897,664 parameters, 64-d, 128-d frames at the input frame rate.
 
@@ -109,6 +112,7 @@ class PaperCRNN(nn.Module):
         return last[0] * last[1]
 
 
+@records_config
 class PaperResNet18(ResNet18):
     """ResNet-18 as published for ImageNet, with one input channel: 11,170,240 parameters, 512-d.
 

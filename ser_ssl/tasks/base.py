@@ -17,6 +17,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ser_ssl.audio import Standardize
 from ser_ssl.errors import ConfigError, UserError
+from ser_ssl.models.config import recorded_config
 
 RNG_KEY = "ser_ssl_rng_states"
 #: Checkpoint key of each logger's version by class name (a W&B logger's version is its run id).
@@ -113,6 +114,14 @@ class BaseTask(L.LightningModule):
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """Standardise a ``[B, 1, n_mels, frames]`` batch and put it in the configured memory format."""
         return self.normalizer(x).contiguous(memory_format=self.memory_format)
+
+    def encoder_config(self) -> dict[str, Any] | None:
+        """The encoder's ``class_path``/``init_args`` config, which checkpoints record so the encoder can
+        be rebuilt: the config's when the model came from one, else the one a ser-ssl encoder built in
+        Python keeps (:func:`~ser_ssl.models.config.recorded_config`); None for other encoders built in
+        Python."""
+        spec = self.hparams.get("encoder")
+        return spec if isinstance(spec, dict) else recorded_config(self.encoder)
 
     def trainable_modules(self) -> list[tuple[nn.Module, float]]:
         """Modules to optimise with their peak learning rates; a parameter held by several of them

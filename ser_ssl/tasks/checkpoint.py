@@ -14,7 +14,7 @@ from torch import nn
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.errors import CheckpointError
 from ser_ssl.models.build import build_module, check_trusted
-from ser_ssl.tasks.simclr import CHECKPOINT_KIND, PRETRAINED_ON_KEY
+from ser_ssl.tasks.simclr import CHECKPOINT_KIND, ENCODER_KEY, PRETRAINED_ON_KEY
 
 
 @dataclass
@@ -60,28 +60,42 @@ def read_checkpoint(path: Path, what: str, fix: str) -> dict[str, Any]:
     return ckpt
 
 
-def read_pretrained(path: str | Path, load_weights: bool = True) -> Pretrained:
-    """:func:`load_pretrained` plus the feature settings the encoder was pretrained on, from one read."""
+def read_pretrained(
+    path: str | Path, load_weights: bool = True, encoder: nn.Module | None = None
+) -> Pretrained:
+    """:func:`load_pretrained` plus the feature settings the encoder was pretrained on, from one read.
+
+    ``encoder``: a network built by the caller (``--model.encoder``) to load the weights into, instead
+    of the one the checkpoint records (needed when it records none).
+    """
     path = Path(path)
     fix = "pretrain first (ser-ssl fit --config configs/pretrain.yaml) or set --model.encoder_checkpoint"
-    return pretrained_from(read_checkpoint(path, "encoder checkpoint", fix), path, load_weights)
+    return pretrained_from(read_checkpoint(path, "encoder checkpoint", fix), path, load_weights, encoder)
 
 
-def pretrained_from(ckpt: dict[str, Any], path: Path, load_weights: bool = True) -> Pretrained:
-    """:class:`Pretrained` of a checkpoint already read from ``path``."""
+def pretrained_from(
+    ckpt: dict[str, Any], path: Path, load_weights: bool = True, encoder: nn.Module | None = None
+) -> Pretrained:
+    """:class:`Pretrained` of a checkpoint already read from ``path`` (``encoder``: as in
+    :func:`read_pretrained`)."""
     if ckpt.get("ser_ssl_kind") != CHECKPOINT_KIND:
         raise CheckpointError(
             f"{path} is not a ser-ssl pretraining checkpoint (a probe or fine-tune checkpoint, or "
             "another project's?); pass the checkpoint written by `ser-ssl fit --config configs/pretrain.yaml`"
         )
-    spec = ckpt.get("hyper_parameters", {}).get("encoder")
+    spec = ckpt.get(ENCODER_KEY) or ckpt.get("hyper_parameters", {}).get("encoder")  # the latter: older
     if not isinstance(spec, dict) or "class_path" not in spec:
-        raise CheckpointError(
-            f"{path} does not record its encoder's config (the model was built in Python, not from a "
-            "config); rebuild it by passing the same --model.encoder"
-        )
-    check_trusted(spec, path)
-    encoder = build_module(spec)
+        spec = None
+        if encoder is None:
+            raise CheckpointError(
+                f"{path} does not record its encoder's config (an encoder class of your own built in "
+                "Python, not from a config); pass the same network as --model.encoder"
+            )
+    if encoder is None:
+        check_trusted(spec, path)
+        encoder = build_module(spec)
+    else:
+        spec = None  # the checkpoint's config is not what built the caller's network
     features, patch_frames = _data_settings(ckpt)
     seen = ckpt.get(PRETRAINED_ON_KEY)
     pretrained_on = frozenset(seen) if isinstance(seen, list) else None
@@ -92,6 +106,8 @@ def pretrained_from(ckpt: dict[str, Any], path: Path, load_weights: bool = True)
     try:
         encoder.load_state_dict(enc_state)
     except RuntimeError as err:
+        if spec is None:
+            raise CheckpointError(f"--model.encoder does not match {path}: {err}") from err
         raise CheckpointError(
             f"{path}: encoder weights do not match its config {spec['class_path']}: {err}"
         ) from err

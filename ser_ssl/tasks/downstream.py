@@ -70,15 +70,9 @@ class DownstreamTask(BaseTask):
         self.save_hyperparameters()
         self.pretraining = Pretrained(None, {})  # what the checkpoint says of its pretraining data
         if encoder_checkpoint is not None:
-            pretrained = read_pretrained(encoder_checkpoint, load_weights)
+            pretrained = read_pretrained(encoder_checkpoint, load_weights, encoder)
             self.pretraining = replace(pretrained, encoder=None, stats={})
-            if encoder is None:
-                encoder = pretrained.encoder
-            elif load_weights:
-                try:
-                    encoder.load_state_dict(pretrained.encoder.state_dict())
-                except RuntimeError as err:
-                    raise ConfigError(f"--model.encoder does not match {encoder_checkpoint}: {err}") from err
+            encoder = pretrained.encoder
             if pretrained.features is not None and pretrained.features.n_mels != len(self.normalizer.mean):
                 raise ConfigError(
                     f"the encoder was pretrained on log-mels with n_mels {pretrained.features.n_mels}, "
@@ -163,14 +157,20 @@ class DownstreamTask(BaseTask):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        spec = self.hparams.get("encoder")  # a class_path config when given through the CLI
         checkpoint[HEAD_KEY] = {
             "task": type(self).__name__,
             "classes": self.class_names,
             "multilabel": self.multilabel,
             "data": self.data_settings,
-            "encoder": spec if isinstance(spec, dict) else self.pretraining.encoder_spec,
+            "encoder": self.encoder_config(),
         }
+
+    def encoder_config(self) -> dict[str, Any] | None:
+        """A ``--model.encoder`` config first, then the pretraining checkpoint's (which records
+        encoders that only :envvar:`SER_SSL_TRUST_CHECKPOINTS` builds), then the encoder's own record."""
+        if isinstance(self.hparams.get("encoder"), dict) or self.pretraining.encoder_spec is None:
+            return super().encoder_config()
+        return self.pretraining.encoder_spec
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the checkpoint's classifier, or, when setup built one for the data, refuse data

@@ -45,6 +45,8 @@ class ViewStages:
 CHECKPOINT_KIND = "ser_ssl.pretrain"
 #: Checkpoint key of the ids of the clips the encoder was pretrained on.
 PRETRAINED_ON_KEY = "ser_ssl_pretrained_on"
+#: Checkpoint key of the encoder's ``class_path``/``init_args`` config (:meth:`BaseTask.encoder_config`).
+ENCODER_KEY = "ser_ssl_encoder"
 
 
 class SimCLR(BaseTask):
@@ -234,10 +236,11 @@ class SimCLR(BaseTask):
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also records which clips the encoder is trained on (:func:`~ser_ssl.files.clip_ids`), so
-        that a probe can refuse to test on them."""
+        """Also records the encoder's config, so probes rebuild it, and which clips the encoder is
+        trained on (:func:`~ser_ssl.files.clip_ids`), so that a probe can refuse to test on them."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["ser_ssl_kind"] = CHECKPOINT_KIND
+        checkpoint[ENCODER_KEY] = self.encoder_config()
         dm = self.trainer.datamodule if self._trainer is not None else None
         if hasattr(dm, "listed") and hasattr(dm, "training"):
             if self._pretrained_on is None:  # every process's clips, also those of other nodes' caches
