@@ -9,7 +9,8 @@ Audio is decoded once, in parallel worker processes; training only slices the me
         tmp/                                  shards being written
         manifest-<key>/                       what training reads (FeatureCache)
             features.f16                      every usable clip's frames, concatenated
-            index.json                        key, offset and length of each clip; the skipped files
+            index.json                        key, offset and length of each clip; the files skipped
+                                              and those used only in part
 
 A clip key hashes the file's resolved path, size and mtime; a ``manifest-<key>`` hashes the settings
 and every clip key in order. Why shards: a build killed at any point loses only the clips in flight
@@ -287,6 +288,7 @@ def build_cache(
     directory = config_dir(cache_root, config)
     final = directory / f"manifest-{cache_key(paths, config, keys)}"
     if (final / INDEX_FILE).is_file():
+        _report_problems(final / INDEX_FILE, len(paths), strict)
         mark_used(final)
         return final
     try:
@@ -358,7 +360,23 @@ def _build(
         raise DataError(
             f"none of the {len(paths)} audio files could be used ({_counts(skipped)}); see the warnings above"
         )
-    _assemble(paths, keys, config, directory, final, skipped, assembled)
+    _assemble(paths, keys, config, directory, final, problems, assembled)
+
+
+def _report_problems(index_file: Path, total: int, strict: bool) -> None:
+    """What the build found wrong with the files, again for each run that reuses the cache: ``strict``
+    refuses it as the build would have, otherwise the summary is logged (the files are in the index)."""
+    index = json.loads(index_file.read_text())
+    listed = [*index.get("skipped", []), *index.get("partial", [])]  # no "partial" in older caches
+    problems = {i: (p["kind"], p["reason"]) for i, p in enumerate(listed)}
+    if strict and problems:
+        kind, reason = problems[0]
+        raise AudioError(
+            f"{reason} (strict mode; found when the cache {index_file.parent} was built; turn strict off "
+            "to skip bad files)",
+            kind,
+        )
+    _summarise(problems, total, f" (listed in {index_file})")
 
 
 #: A worker pool costs seconds before its first clip (each spawned worker imports torch), so a build
@@ -411,13 +429,13 @@ def _counts(problems: dict[int, tuple[str, str]]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kn: (-kn[1], kn[0])))
 
 
-def _summarise(problems: dict[int, tuple[str, str]], total: int) -> None:
+def _summarise(problems: dict[int, tuple[str, str]], total: int, where: str = "") -> None:
     skipped = {i: kp for i, kp in problems.items() if kp[0] != "truncated"}
     partial = len(problems) - len(skipped)
     if skipped:
-        log.warning("skipped %d of %d files: %s", len(skipped), total, _counts(skipped))
+        log.warning("skipped %d of %d files: %s%s", len(skipped), total, _counts(skipped), where)
     if partial:
-        log.warning("used %d of %d files only in part (truncated or corrupt)", partial, total)
+        log.warning("used %d of %d files only in part (truncated or corrupt)%s", partial, total, where)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -494,13 +512,14 @@ def _assemble(
     config: LogMelConfig,
     directory: Path,
     final: Path,
-    skipped: dict[int, tuple[str, str]],
+    problems: dict[int, tuple[str, str]],
     assembled: dict[str, tuple[Path, int, int]],
 ) -> None:
     """Concatenate the clips into ``final`` (written under a temporary name, then renamed), then
-    delete their shards: the finished cache holds them, so the disk keeps them once."""
+    delete their shards: the finished cache holds them, so the disk keeps them once. The index lists
+    the files skipped and, apart, those used only in part (kind ``truncated``)."""
     source = _ClipSource(config, directory, assembled)
-    rows = [i for i in range(len(keys)) if i not in skipped]
+    rows = [i for i in range(len(keys)) if problems.get(i, ("",))[0] in ("", "truncated")]
     frames = sum(source.frames_count(paths[i], keys[i]) for i in rows)
     needed, free = frames * config.n_mels * 2, shutil.disk_usage(directory).free
     if free < needed:
@@ -522,11 +541,15 @@ def _assemble(
                 offset += len(feats)
             out.flush()
             os.fsync(out.fileno())
-        skips = [
-            {"path": str(paths[i]), "kind": kind, "reason": message}
-            for i, (kind, message) in sorted(skipped.items())
-        ]
-        index = {"config": asdict(config), "n_mels": config.n_mels, "clips": clips, "skipped": skips}
+        listed = {
+            what: [
+                {"path": str(paths[i]), "kind": kind, "reason": message}
+                for i, (kind, message) in sorted(problems.items())
+                if (kind == "truncated") == (what == "partial")
+            ]
+            for what in ("skipped", "partial")
+        }
+        index = {"config": asdict(config), "n_mels": config.n_mels, "clips": clips, **listed}
         with (tmp / INDEX_FILE).open("w") as out:
             out.write(json.dumps(index))
             out.flush()

@@ -153,6 +153,7 @@ class AudioDataModule(L.LightningDataModule):
         self.listed_at: list[int] = []  # index in self.listed of each usable clip, parallel to self.clips
         self.norm_mean: torch.Tensor | None = None
         self.norm_std: torch.Tensor | None = None
+        self._prepared: tuple[list[Clip], Path] | None = None  # prepare_data's clips and cache
 
     @property
     def data_source(self) -> DataSource:
@@ -165,7 +166,8 @@ class AudioDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         self.data_source.prepare()
-        self._cached_manifest()
+        # kept for this process's setup, so the source's and the cache's warnings come once per run
+        self._prepared = self._cached_manifest()
 
     def _cached_manifest(self) -> tuple[list[Clip], Path]:
         """The source's clips and the cache directory of those this node needs (built first if it
@@ -181,7 +183,8 @@ class AudioDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.cache is not None:
             return
-        clips, cache_dir = self._cached_manifest()
+        clips, cache_dir = self._prepared or self._cached_manifest()
+        self._prepared = None
         self.cache = FeatureCache(cache_dir)
         row_of = self.cache.row_of()
         self.listed = clips

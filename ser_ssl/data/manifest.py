@@ -116,7 +116,8 @@ def read_manifest(path: str | Path, default_split: str = "train", label_separato
     a ``split`` column every clip is in ``default_split``; with one, rows whose split is empty are
     left out with a warning, since guessing would put clips meant for testing into training.
     Without a ``group`` every file is its own group. The file is UTF-8, with or without the
-    byte-order mark spreadsheet programs write; split names lose surrounding spaces.
+    byte-order mark spreadsheet programs write; header names are read in any case, and split names lose
+    surrounding spaces (``train``, ``val`` and ``test`` are also read in any case).
     """
     path = Path(path)
     if not path.is_file():
@@ -135,12 +136,16 @@ def read_manifest(path: str | Path, default_split: str = "train", label_separato
 def _read_manifest(path: Path, default_split: str, label_separator: str) -> list[Clip]:
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
+        found = reader.fieldnames or []
+        # header names as people type them: ` label`, `Filename`
+        columns = reader.fieldnames = [c.strip().lower() for c in found]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
+            other = next((sep for sep in (";", "\t") if any(sep in c for c in columns)), None)
+            hint = f"; the file seems separated by {other!r}, save it with commas" if other else ""
             raise DataError(
-                f"manifest {path} lacks the column(s) {missing}; expected a header "
-                "'filename,label' with optional 'split', 'group' and 'fold'"
+                f"manifest {path} lacks the column(s) {missing} (its header: {found}){hint}; expected a "
+                "header 'filename,label' with optional 'split', 'group' and 'fold'"
             )
         clips, no_split, with_comma = [], [], []
         for line, row in enumerate(reader, start=2):
@@ -148,6 +153,7 @@ def _read_manifest(path: Path, default_split: str, label_separator: str) -> list
             if fold and not fold.lstrip("-").isdigit():
                 raise DataError(f"manifest {path}, line {line}: fold '{fold}' is not an integer")
             split = (row.get("split") or "").strip() if "split" in columns else default_split
+            split = split.lower() if split.lower() in ("train", "val", "test") else split  # `Train`, `TEST`
             if not split:
                 no_split.append((row["filename"], line))
                 continue

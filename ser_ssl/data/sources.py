@@ -263,7 +263,14 @@ class FolderSource(DataSource):
     """
 
     layout = "root/<class>/*.wav, or root/train/<class>/*.wav with optional root/val/... and root/test/..."
-    SPLIT_FOLDERS: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    #: Split folder names (in any case: ``Train``, ``TEST``) and the split each holds.
+    SPLIT_FOLDERS: ClassVar[dict[str, str]] = {
+        "train": "train",
+        "val": "val",
+        "valid": "val",
+        "validation": "val",
+        "test": "test",
+    }
 
     def __init__(
         self,
@@ -317,23 +324,37 @@ class FolderSource(DataSource):
             clips.append(Clip(path=path, labels=(parts[0],), split=split, group=self._group(path)))
         return clips
 
+    def _split_folders(self) -> dict[str, Path]:
+        """The root's split folders by split (train, val, test), whatever their case."""
+        found: dict[str, Path] = {}
+        for folder in sorted(self.root.iterdir()):
+            split = self.SPLIT_FOLDERS.get(folder.name.lower())
+            if split is None or not folder.is_dir():
+                continue
+            if split in found:
+                raise DataError(
+                    f"{self.describe()}: the folders {found[split].name} and {folder.name} both hold the "
+                    f"{split} split; merge them into one"
+                )
+            found[split] = folder
+        return dict(sorted(found.items(), key=lambda item: ("train", "val", "test").index(item[0])))
+
     def load(self) -> list[Clip]:
         self._require(self.root, "folder")
         if not self.labelled:
             clips = [Clip(path=p, split="train", group=self._group(p)) for p in self._audio_files(self.root)]
-        elif (self.root / "train").is_dir():
+        elif "train" in (splits := self._split_folders()):
             others = sorted(
                 p.name
                 for p in self.root.iterdir()
-                if p.is_dir() and not p.name.startswith(".") and p.name not in self.SPLIT_FOLDERS
+                if p.is_dir() and not p.name.startswith(".") and p not in splits.values()
             )
             if others:
                 log.warning("%s: ignoring folders %s (only train/val/test are read)", self.describe(), others)
             clips = []
-            for split in self.SPLIT_FOLDERS:
-                if (self.root / split).is_dir():
-                    clips += self._labelled_clips(self.root / split, split)
-            if not (self.root / "val").is_dir() and self.val_fraction > 0:
+            for split, folder in splits.items():
+                clips += self._labelled_clips(folder, split)
+            if "val" not in splits and self.val_fraction > 0:
                 train = [c for c in clips if c.split == "train"]
                 held = stratified_group_split(train, {"val": self.val_fraction}, self.seed)
                 clips = held + [c for c in clips if c.split != "train"]

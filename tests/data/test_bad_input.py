@@ -233,6 +233,27 @@ def test_strict_mode_also_refuses_a_partly_decodable_file(zoo, tmp_path):
         build_cache([zoo["good"]["cut long.flac"]], LogMelConfig(), tmp_path, strict=True)
 
 
+def test_a_cache_built_with_bad_files_reports_them_again_and_strict_still_refuses_it(zoo, tmp_path, caplog):
+    good, cut = zoo["good"]["clip.flac"], zoo["good"]["cut long.flac"]
+    paths = [good, cut, zoo["bad"]["png.wav"]]
+    first = build_cache(paths, LogMelConfig(), tmp_path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert build_cache(paths, LogMelConfig(), tmp_path) == first  # reused, nothing decoded
+    index = str(first / "index.json")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipped 1 of 3 files: 1 unreadable (listed in {index})",
+        f"used 1 of 3 files only in part (truncated or corrupt) (listed in {index})",
+    ]
+    with pytest.raises(AudioError, match="png.wav: cannot decode.*strict mode; found when the cache"):
+        build_cache(paths, LogMelConfig(), tmp_path, strict=True)
+    build_cache(paths[:2], LogMelConfig(), tmp_path / "c2")  # a file used in part, nothing skipped
+    with pytest.raises(AudioError, match="cut long.flac: truncated or corrupt.*strict mode; found when"):
+        build_cache(paths[:2], LogMelConfig(), tmp_path / "c2", strict=True)
+    cache = FeatureCache(first)
+    assert len(cache) == 2 and [s["kind"] for s in cache.skipped] == ["unreadable"]
+
+
 def test_nothing_usable_is_a_data_error(zoo, tmp_path):
     bad = [zoo["bad"][n] for n in ("png.wav", "nan.wav", "no frames.wav")]
     with pytest.raises(

@@ -49,11 +49,49 @@ def test_split_names_lose_their_spaces_and_unknown_ones_are_reported(tmp_path, c
     assert "2 clips are in splits ['valid']" in warning and "val_split" in warning
 
 
+def test_header_names_and_the_usual_split_names_are_read_in_any_case(tmp_path):
+    for i in range(4):
+        wav(tmp_path / f"c{i}.wav", seed=i)
+    path = tmp_path / "m.csv"
+    rows = "c0.wav,a,TRAIN\nc1.wav,b,Train \nc2.wav,a,Val\nc3.wav,b,Fold3\n"
+    path.write_text(" Filename, Label ,SPLIT\n" + rows)
+    clips = CSVManifest(str(path)).clips()
+    assert [(c.path.name, c.label, c.split) for c in clips] == [
+        ("c0.wav", "a", "train"),
+        ("c1.wav", "b", "train"),
+        ("c2.wav", "a", "val"),
+        ("c3.wav", "b", "Fold3"),  # other names stay as written (train_split may name them)
+    ]
+
+
+@pytest.mark.parametrize(("separator", "shown"), [(";", "';'"), ("\t", "'\\t'")])
+def test_a_header_that_lacks_a_column_is_shown_with_the_likely_separator(tmp_path, separator, shown):
+    path = tmp_path / "m.csv"
+    path.write_text(f"filename{separator}label\nc0.wav{separator}a\n")
+    with pytest.raises(DataError) as err:
+        CSVManifest(str(path)).clips()
+    message = str(err.value)
+    assert "lacks the column(s) ['filename', 'label']" in message
+    assert f"its header: {[f'filename{separator}label']}" in message and f"separated by {shown}" in message
+
+
 def test_a_row_listed_twice_is_used_once(tmp_path, caplog):
     path = manifest(tmp_path, "c0.wav,a,train\nc1.wav,b,train\nc0.wav,a,train\n")
     with caplog.at_level(logging.WARNING):
         clips = CSVManifest(str(path)).clips()
     assert len(clips) == 2 and any("1 files are listed more than once" in r.message for r in caplog.records)
+
+
+def test_a_run_reads_the_manifest_once_so_its_warnings_come_once(tmp_path, caplog):
+    rows = "c0.wav,a,train\nc1.wav,b,train\nc0.wav,a,train\nc2.wav,a,val\nc3.wav,b,val\n"
+    dm = LabeledDataModule(
+        manifest=str(manifest(tmp_path, rows)), cache_dir=str(tmp_path / "cache"), num_workers=0, batch_size=2
+    )
+    with caplog.at_level(logging.WARNING):
+        dm.prepare_data()  # as Lightning calls them
+        dm.setup("fit")
+    assert len([r for r in caplog.records if "listed more than once" in r.message]) == 1
+    assert len(dm.split_indices("train")) == 2
 
 
 def test_one_file_in_two_splits_under_two_spellings_is_refused(tmp_path):

@@ -242,6 +242,21 @@ def test_folder_already_split(tmp_path):
     assert {c.path.suffix for c in only} == {".wav"}
 
 
+def test_split_folders_are_found_in_any_case_and_as_valid(tmp_path):
+    root = tmp_path / "split"
+    for i in range(3):
+        wav(root / "Train" / "dog" / f"{i}.wav")
+        wav(root / "Train" / "cat" / f"{i}.wav")
+    wav(root / "VALID" / "dog" / "0.wav")
+    wav(root / "Test" / "cat" / "0.wav")
+    clips = FolderSource(str(root)).clips()
+    assert {c.label for c in clips} == {"dog", "cat"}  # not the classes 'Train', 'VALID' and 'Test'
+    assert Counter(c.split for c in clips) == {"train": 6, "val": 1, "test": 1}
+    wav(root / "validation" / "cat" / "0.wav")
+    with pytest.raises(DataError, match="the folders VALID and validation both hold the val split"):
+        FolderSource(str(root)).clips()
+
+
 def test_folder_unlabelled_takes_every_audio_file(tmp_path, unsplit):
     wav(unsplit / "deep" / "er" / "x.flac")
     clips = FolderSource(str(unsplit), labelled=False).clips()
