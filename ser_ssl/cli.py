@@ -9,6 +9,7 @@ import os
 import secrets
 import string
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -163,6 +164,13 @@ class SERCLI(LightningCLI):
             help="set trainer.precision to what is fast on this machine (bf16-mixed on GPUs with bf16 "
             "tensor cores and CPUs with AMX, else fp16 or fp32) and log the choice",
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # ``args`` from Python (``cli_main``: the runners, the demo) are the whole command line by
+        # design; Lightning's warning that sys.argv holds arguments too would fire on every run
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
+            super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -10,7 +10,8 @@ and writes ``<root>/folds.json`` and ``<root>/folds.md``::
 
 ``--root`` defaults to the run's ``trainer.default_root_dir`` (the last one given on the command
 line or in a ``--config`` file). The standard deviation is the sample one (n - 1). Folds run one
-after the other in this process; a source with ``val_fold`` set must not use it as a test fold.
+after the other in this process; a source with ``val_fold`` set must not use it as a test fold. When a
+fold fails, the table of the folds finished before it is still written.
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ def default_root(cli_args: Sequence[str]) -> Path:
     return Path(root or "runs/folds")
 
 
-def run_folds(folds: Sequence[int], cli_args: Sequence[str], root: Path) -> dict[int, dict[str, float]]:
-    """``fit`` then ``test`` for each fold into ``root/fold_<k>``; the test metrics of each fold."""
-    results = {}
+def run_folds(
+    folds: Sequence[int], cli_args: Sequence[str], root: Path, results: dict[int, dict[str, float]]
+) -> None:
+    """``fit`` then ``test`` for each fold into ``root/fold_<k>``; each fold's test metrics go into
+    ``results`` as soon as it is done, so those of finished folds outlive a failing one."""
     for k in folds:
         args = [*cli_args, FOLD_ARG, str(k), ROOT_ARG, str(root / f"fold_{k}")]
         results[k], _ = fit_and_test(args, root / f"fold_{k}", f"fold {k}")
-    return results
 
 
 def summarize(per_fold: dict[int, dict[str, float]]) -> dict:
@@ -82,13 +84,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Run every fold, print the table, write ``folds.json`` and ``folds.md``; returns the summary."""
     options, cli_args = parse_args(argv)
     root = options.root or default_root(cli_args)
-    summary = summarize(run_folds(options.folds, cli_args, root))
-    summary["args"] = list(cli_args)
-    table = markdown_table(summary)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "folds.json").write_text(json.dumps(summary, indent=2))
-    (root / "folds.md").write_text(table)
-    print(table)
+    results: dict[int, dict[str, float]] = {}
+    try:
+        run_folds(options.folds, cli_args, root, results)
+    finally:  # a failing fold keeps the table of those finished before it
+        if results:
+            summary = summarize(results)
+            summary["args"] = list(cli_args)
+            table = markdown_table(summary)
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "folds.json").write_text(json.dumps(summary, indent=2))
+            (root / "folds.md").write_text(table)
+            print(table)
     return summary
 
 

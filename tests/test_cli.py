@@ -151,3 +151,11 @@ def test_pretraining_keeps_the_best_checkpoint_by_the_online_probe(tiny_data, tm
     assert best.best_model_path and best.best_model_path != best.last_model_path
     assert 0.0 <= float(best.best_model_score) <= 1.0
     assert 0.0 <= float(cli.trainer.callback_metrics["online/acc"]) <= 1.0
+
+
+def test_a_command_line_given_in_python_brings_no_warning_about_sys_argv(monkeypatch, recwarn, capsys):
+    monkeypatch.setattr("sys.argv", ["ser-ssl-folds", "--folds", "1"])  # as the runners leave it
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", "configs/pretrain.yaml", "--print_config"])
+    assert "class_path: ser_ssl.tasks.SimCLR" in capsys.readouterr().out
+    assert not [w for w in recwarn if "args parameter" in str(w.message)]

@@ -107,3 +107,18 @@ def test_two_folds_of_scratch_training_report_mean_and_std(tmp_path, capsys):
     assert table in capsys.readouterr().out
     assert table.splitlines()[0] == "| fold | acc | bal_acc | f1 |"
     assert table.splitlines()[-1].startswith("| mean ± std | ")
+
+
+def test_a_failing_fold_keeps_the_table_of_the_folds_before_it(tmp_path, monkeypatch):
+    from ser_ssl.errors import ConfigError
+
+    def fit_and_test(args, root, what):
+        if what == "fold 2":
+            raise ConfigError("fold 2 went wrong")
+        return {"test/acc": 0.5}, {}
+
+    monkeypatch.setattr(folds, "fit_and_test", fit_and_test)
+    with pytest.raises(ConfigError, match="fold 2 went wrong"):
+        folds.main(["--folds", "1", "2", "3", "--root", str(tmp_path)])
+    assert json.loads((tmp_path / "folds.json").read_text())["folds"] == {"1": {"test/acc": 0.5}}
+    assert (tmp_path / "folds.md").read_text().splitlines()[2] == "| 1 | 0.5000 |"

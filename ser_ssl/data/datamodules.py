@@ -554,6 +554,15 @@ class LabeledDataModule(AudioDataModule):
                 "--data.init_args.multilabel true (or leave it null) to train a multi-label classifier"
             )
         self.multilabel = bool(multi) if self.force_multilabel is None else self.force_multilabel
+        if multi and self.force_multilabel is None:  # one stray row switches the metrics: say so
+            log.info(
+                "%s: %d clips have several labels (e.g. %s: %s), so the classifier is multi-label (mAP, "
+                "ROC-AUC); --data.init_args.multilabel false refuses such clips instead",
+                self.data_source.describe(),
+                len(multi),
+                multi[0].path,
+                list(multi[0].labels),
+            )
         train = self.split_indices(self.train_split)
         self.classes = sorted({label for i in train for label in self.clips[i].labels})
         if len(self.classes) < 2:
@@ -639,8 +648,8 @@ class LabeledDataModule(AudioDataModule):
             raise DataError(
                 f"{self.data_source.describe()}: {len(unknown)} clips of split '{split}' have labels "
                 f"{labels} that no usable clip of the training split '{self.train_split}' has (e.g. "
-                f"{self.clips[unknown[0]].path}); the classifier cannot predict them: move some clips of "
-                "these classes into the training split or drop them from the manifest"
+                f"{self.clips[unknown[0]].path}); the classifier cannot predict them: give these classes "
+                "usable training clips (move or add some) or remove the classes from the data"
             )
         return rows, targets
 

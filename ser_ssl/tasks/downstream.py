@@ -148,11 +148,17 @@ class DownstreamTask(BaseTask):
             paths = [dm.clips[i].path for i in dm.split_indices(split)]
             seen = [p for p, key in zip(paths, clip_ids(paths), strict=True) if key in pre.pretrained_on]
             if seen:
+                fold = getattr(getattr(dm, "data_source", None), "test_fold", None)
+                how = (
+                    f"the encoder was pretrained with another test fold than {fold}, whose training split "
+                    "holds this fold: pretrain once per fold, or on other audio"
+                    if fold is not None
+                    else "pretrain on the training split only (the labelled data presets do)"
+                )
                 raise ConfigError(
                     f"{len(seen)} of the {len(paths)} clips of split '{split}' were in the encoder's "
-                    f"pretraining data (e.g. {seen[0]}), so its scores would not be held-out ones; pretrain "
-                    "on the training split only (the labelled data presets do), or accept it with "
-                    "--model.init_args.allow_pretraining_overlap true"
+                    f"pretraining data (e.g. {seen[0]}), so its scores would not be held-out ones; {how}, "
+                    "or accept it with --model.init_args.allow_pretraining_overlap true"
                 )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

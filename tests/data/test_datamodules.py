@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from itertools import islice
 from pathlib import Path
@@ -88,7 +89,7 @@ def ml_kwargs(manifest: Path, tmp_path: Path, **kwargs) -> dict:
     )
 
 
-def test_multilabel_data_pretrains_and_trains_downstream_with_multi_hot_targets(multilabel, tmp_path):
+def test_multilabel_data_pretrains_and_trains_downstream_with_multi_hot_targets(multilabel, tmp_path, caplog):
     ssl = SSLDataModule(**ml_kwargs(multilabel, tmp_path))
     ssl.prepare_data()
     ssl.setup("fit")
@@ -99,8 +100,11 @@ def test_multilabel_data_pretrains_and_trains_downstream_with_multi_hot_targets(
     assert batch["target"].dtype == torch.long
 
     dm = LabeledDataModule(**ml_kwargs(multilabel, tmp_path))
-    dm.setup("fit")
+    with caplog.at_level(logging.INFO, logger="ser_ssl"):
+        dm.setup("fit")
     assert dm.multilabel and dm.classes == ["bark", "dog", "music"] and dm.num_classes == 3
+    (said,) = [r.getMessage() for r in caplog.records if "several labels" in r.getMessage()]
+    assert "so the classifier is multi-label" in said and "multilabel false" in said
     batch = next(iter(dm.train_dataloader()))
     assert batch["target"].shape == (2, 3) and batch["target"].dtype == torch.float32
     assert set(batch["target"].sum(1).tolist()) <= {1.0, 2.0}

@@ -320,3 +320,27 @@ def test_multilabel_downstream_trains_and_reports_map_and_roc_auc(task, multilab
     assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in metrics.values())
     rows = read_csv(tmp_path / "per_class_test.csv")
     assert [r[0] for r in rows[1:]] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("test_fold", "fix"), [(None, "pretrain on the training split only"), (3, "once per fold")]
+)
+def test_the_overlap_refusal_says_what_to_do_for_the_kind_of_data(tmp_path, test_fold, fix):
+    from types import SimpleNamespace
+
+    from ser_ssl.data import Clip
+    from ser_ssl.files import clip_ids
+    from ser_ssl.tasks.checkpoint import Pretrained
+
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"")
+    probe = LinearProbe(encoder=VGGLike(channels=[4], embed_dim=8))
+    probe.pretraining = Pretrained(None, {}, pretrained_on=frozenset(clip_ids([path])))
+    dm = SimpleNamespace(
+        clips=[Clip(path=path, labels=("x",), split="test")],
+        split_indices=lambda split: [0] if split == "test" else [],
+        test_split="test",
+        data_source=SimpleNamespace(test_fold=test_fold),
+    )
+    with pytest.raises(ConfigError, match=f"1 of the 1 clips of split 'test'.*{fix}"):
+        probe._check_overlap(dm)
