@@ -447,7 +447,11 @@ def plot_per_class(values: ArrayLike | Sequence[float], classes: Sequence[str], 
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render ``fig`` to an ``(H, W, 3)`` uint8 RGB array, the image format of W&B and TensorBoard."""
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
+    with warnings.catch_warnings():
+        # class names in a script the default font lacks (CJK, ...) are drawn as boxes, at every
+        # validation; the CSV files beside the images keep the names
+        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font")
+        canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
@@ -627,16 +631,14 @@ def load_from_config(
 
     from ser_ssl.cli import SERCLI
 
-    with warnings.catch_warnings():
-        # in a Jupyter kernel sys.argv holds the kernel's own arguments, which `args` rightly replaces
-        warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
-        cli = SERCLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=[*(["--config", str(config)] if config is not None else []), *args],
-            run=False,
-            auto_configure_optimizers=False,
-        )
+    # in a Jupyter kernel sys.argv holds the kernel's own arguments, which `args` rightly replaces
+    cli = SERCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=[*(["--config", str(config)] if config is not None else []), *args],
+        run=False,
+        auto_configure_optimizers=False,
+    )
     return cli.model, cli.datamodule

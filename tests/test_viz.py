@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -347,3 +349,10 @@ def test_load_from_config_builds_what_the_cli_would():
     assert isinstance(model, SimCLR) and type(dm).__name__ == "SSLDataModule"
     assert model.normalizer.mean.shape[0] == 32  # linked from the data's features, as in the CLI
     assert model.mixback is None and len(model.augment) == 3
+
+
+def test_class_names_in_a_script_the_font_lacks_draw_without_a_warning_per_glyph():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = figure_to_array(plot_per_class([0.5, 0.7], ["猫", "dog"], "recall"))
+    assert image.shape[2] == 3 and image.dtype == np.uint8
