@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from ser_ssl.errors import ConfigError, MissingFileError, UserError
+from ser_ssl.errors import CheckpointError, ConfigError, MissingFileError, UserError
 from ser_ssl.precision import choose_precision, detect
 from ser_ssl.tasks.base import LOGGER_VERSIONS_KEY
 
@@ -72,6 +72,23 @@ def _checkpoint_file(config: Any, last_by_default: bool) -> Path | None:
     if path == "last" or (path is None and last_by_default):
         return Path(_checkpoint_dir(config.trainer.default_root_dir)) / "last.ckpt"
     return None if path is None else Path(path)
+
+
+def read_run_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint of a run that ``--ckpt_path`` names, read as tensors memory-mapped (cheap);
+    a missing or unreadable file is one line of error, not Lightning's traceback."""
+    if not path.is_file():
+        raise MissingFileError(f"--ckpt_path {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}; cut short when a run was killed "
+            "while saving?); pass another with --ckpt_path"
+        ) from err
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint")
+    return ckpt
 
 
 def recorded_versions(path: str | Path | None) -> dict[str, int | str]:
@@ -146,7 +163,15 @@ class SERCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.enable_version_counter": False})
+        # a checkpoint at the end of every training epoch, also of runs that validate less often (the
+        # probe, fine-tuning), so a killed run loses at most one epoch
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.enable_version_counter": False,
+                "checkpoint.save_on_train_epoch_end": True,
+            }
+        )
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
         parser.link_arguments("data.init_args.features.n_mels", "model.init_args.n_mels")
         parser.set_defaults({"trainer.logger": copy.deepcopy(DEFAULT_LOGGERS)})
@@ -172,6 +197,26 @@ class SERCLI(LightningCLI):
             warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
             super().parse_arguments(parser, args)
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning builds the model of a ``--ckpt_path`` file from the hyper-parameters it holds
+        (over the config's and the command line's); first refuse, in one line, a path that is no
+        readable checkpoint or one of another task, whose numbers would land in this config's run."""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        path = config.get("ckpt_path") if config is not None else None
+        if path is not None and path not in ("last", "best", "hpc", "registry"):
+            theirs = read_run_checkpoint(Path(path)).get("hyper_parameters", {}).get("_class_path")
+            ours = getattr(config.model, "class_path", None)
+            if isinstance(theirs, str) and isinstance(ours, str):
+                theirs, ours = theirs.rsplit(".", 1)[-1], ours.rsplit(".", 1)[-1]
+                if theirs != ours:
+                    raise ConfigError(
+                        f"--ckpt_path {path} is a {theirs} checkpoint and this config runs {ours}; give the "
+                        "config it was trained with"
+                    )
+            rank_zero_info(f"the model's settings come from {path} (its hyper-parameters)")
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.auto_precision:
@@ -179,6 +224,10 @@ class SERCLI(LightningCLI):
             precision, why = choose_precision(detect(accelerator if isinstance(accelerator, str) else "auto"))
             rank_zero_info(f"auto_precision: trainer.precision {precision}: {why}")
             config.trainer.precision = precision
+        if config.trainer.fast_dev_run:
+            # Lightning skips checkpoints under fast_dev_run except `last` at the end of training, which
+            # would then pass for a trained run (and block the real one in the same folder)
+            config.checkpoint.save_last = False
         config.wandb = wandb_mode(config.wandb)  # the saved config.yaml records the mode used
         loggers = config.trainer.logger
         if not isinstance(loggers, list):
@@ -270,7 +319,7 @@ class SERCLI(LightningCLI):
     after_fit = after_validate = after_test = after_predict = _finish_wandb
 
     def _trained_checkpoint(self, ckpt_path: str | None) -> str:
-        if ckpt_path is not None:
+        if ckpt_path is not None and ckpt_path != "last":
             return ckpt_path
         last = Path(self.trainer.checkpoint_callback.dirpath) / "last.ckpt"
         if not last.is_file():
@@ -278,6 +327,7 @@ class SERCLI(LightningCLI):
                 f"no trained model at {last}: run `ser-ssl fit` with the same config first, "
                 "or pass --ckpt_path"
             )
+        read_run_checkpoint(last)
         return str(last)
 
     def fit(
@@ -292,11 +342,19 @@ class SERCLI(LightningCLI):
         its own checkpoint, is let through)."""
         last = Path(self.trainer.checkpoint_callback.dirpath) / "last.ckpt"
         root = Path(self.trainer.default_root_dir)
-        if ckpt_path is None and last.is_file() and not list(root.glob("hpc_ckpt_*.ckpt")):
+        requeued = list(root.glob("hpc_ckpt_*.ckpt"))
+        if ckpt_path is None and last.is_file() and not requeued:
             raise ConfigError(
                 f"{root} already holds a trained run ({last}); resume it with --ckpt_path last, or start "
                 "a new one with another --trainer.default_root_dir (or delete that folder)"
             )
+        if ckpt_path == "last" and not requeued:
+            if not last.is_file():
+                raise ConfigError(
+                    f"--ckpt_path last: there is no {last} to resume (a run saves one at the end of its "
+                    "first epoch); run without --ckpt_path to start"
+                )
+            read_run_checkpoint(last)
         self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
 
     def test(
@@ -342,11 +400,17 @@ def cli_main(args: list[str] | None = None) -> SERCLI:
     )
 
 
-def user_error(err: BaseException) -> UserError | None:
-    """The :class:`UserError` behind ``err``, also when jsonargparse wrapped it while building a class."""
+def user_error(err: BaseException) -> BaseException | None:
+    """The user's error behind ``err``, also when jsonargparse wrapped it while building a class: a
+    :class:`UserError`, Lightning's ``MisconfigurationException`` (a setting the machine or the task
+    cannot run, e.g. ``--trainer.accelerator gpu`` without one, ``test`` of a model without test
+    steps) or W&B's ``UsageError`` (``--wandb online`` without a login)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from wandb.errors import UsageError
+
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, UserError):
+        if isinstance(err, (UserError, MisconfigurationException, UsageError)):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__

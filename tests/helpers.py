@@ -45,3 +45,17 @@ class RecordSampledClips(L.Callback):
     def on_train_end(self, trainer: L.Trainer, *args) -> None:
         out = Path(trainer.default_root_dir) / f"sampled_rank{trainer.global_rank}.json"
         out.write_text(json.dumps(self.epochs))
+
+
+class RecordLastCheckpoint(L.Callback):
+    """Records, at the start of each training epoch, the epoch of the run's ``last.ckpt`` then (None
+    before there is one): what a run killed during that epoch would resume from."""
+
+    def __init__(self) -> None:
+        self.seen: list[int | None] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+        import torch
+
+        last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+        self.seen.append(torch.load(last, weights_only=True)["epoch"] if last.is_file() else None)

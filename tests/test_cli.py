@@ -1,6 +1,7 @@
 """End to end through the CLI's main function: pretrain -> probe fit -> probe test (and fine-tune)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,3 +160,58 @@ def test_a_command_line_given_in_python_brings_no_warning_about_sys_argv(monkeyp
         cli_main(["fit", "--config", "configs/pretrain.yaml", "--print_config"])
     assert "class_path: ser_ssl.tasks.SimCLR" in capsys.readouterr().out
     assert not [w for w in recwarn if "args parameter" in str(w.message)]
+
+
+def probe_run(pretrained: Path, tiny_data: Path, root: Path) -> list[str]:
+    args = tiny_args("probe", root, tiny_data, pretrained / "cache")
+    return args + ["--model.init_args.encoder_checkpoint", str(pretrained / "pretrain/checkpoints/last.ckpt")]
+
+
+def test_a_probe_that_validates_every_10_epochs_still_saves_every_epoch(pretrained, tiny_data, tmp_path):
+    from tests.helpers import RecordLastCheckpoint
+
+    args = probe_run(pretrained, tiny_data, tmp_path / "probe")
+    args += ["--trainer.max_epochs", "3", "--trainer.callbacks+=tests.helpers.RecordLastCheckpoint"]
+    cli = cli_main(["fit", *args])
+    (recorder,) = [c for c in cli.trainer.callbacks if isinstance(c, RecordLastCheckpoint)]
+    assert recorder.seen == [None, 0, 1]  # killed in epoch 3, it would resume after epoch 2
+
+
+def test_resuming_what_is_not_there_or_testing_another_tasks_checkpoint_is_one_line(
+    pretrained, tiny_data, tmp_path, capsys
+):
+    from ser_ssl.errors import CheckpointError, ConfigError, MissingFileError
+
+    args = probe_run(pretrained, tiny_data, tmp_path / "probe")
+    with pytest.raises(ConfigError, match="--ckpt_path last: there is no .*last.ckpt to resume"):
+        cli_main(["fit", *args, "--ckpt_path", "last"])
+    with pytest.raises(MissingFileError, match="--ckpt_path .*nope.ckpt does not exist"):
+        cli_main(["test", *args, "--ckpt_path", str(tmp_path / "nope.ckpt")])
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes((pretrained / "pretrain/checkpoints/last.ckpt").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="cut.ckpt is not a readable checkpoint"):
+        cli_main(["test", *args, "--ckpt_path", str(cut)])
+    pretraining = pretrained / "pretrain/checkpoints/last.ckpt"
+    with pytest.raises(ConfigError, match="is a SimCLR checkpoint and this config runs LinearProbe"):
+        cli_main(["test", *args, "--ckpt_path", str(pretraining)])
+    assert not (tmp_path / "probe" / "test_metrics.json").exists()
+
+
+def test_a_fast_dev_run_leaves_no_checkpoint_to_mistake_for_a_trained_run(pretrained, tiny_data, tmp_path):
+    args = probe_run(pretrained, tiny_data, tmp_path / "probe")
+    cli_main(["fit", *args, "--trainer.fast_dev_run", "true"])
+    assert not list((tmp_path / "probe").rglob("*.ckpt"))
+    cli_main(["fit", *args, "--trainer.max_epochs", "1"])  # the real run is not refused
+    assert (tmp_path / "probe" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_setting_the_machine_cannot_run_is_one_line(monkeypatch):
+    from ser_ssl.cli import main
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr(
+        "sys.argv", ["ser-ssl", "fit", "--config", "configs/pretrain.yaml", "--trainer.accelerator", "cuda"]
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert str(exit_info.value.code).startswith("ser-ssl: error: ") and "\n" not in str(exit_info.value.code)
