@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from ser_ssl.errors import CheckpointError, ConfigError, MissingFileError, UserError
+from ser_ssl.errors import ConfigError, MissingFileError, UserError
 from ser_ssl.precision import choose_precision, detect
 from ser_ssl.tasks.base import LOGGER_VERSIONS_KEY
 
@@ -75,20 +75,11 @@ def _checkpoint_file(config: Any, last_by_default: bool) -> Path | None:
 
 
 def read_run_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint of a run that ``--ckpt_path`` names, read as tensors memory-mapped (cheap);
-    a missing or unreadable file is one line of error, not Lightning's traceback."""
-    if not path.is_file():
-        raise MissingFileError(f"--ckpt_path {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}; cut short when a run was killed "
-            "while saving?); pass another with --ckpt_path"
-        ) from err
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path} is not a Lightning checkpoint")
-    return ckpt
+    """The checkpoint ``--ckpt_path`` names; a missing or unreadable file is one line of error, not
+    Lightning's traceback."""
+    from ser_ssl.tasks.checkpoint import read_checkpoint
+
+    return read_checkpoint(path, "--ckpt_path", "pass the checkpoint of a run of this config", mmap=True)
 
 
 def recorded_versions(path: str | Path | None) -> dict[str, int | str]:

@@ -28,6 +28,7 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 
 from ser_ssl.augment import BatchTransform
+from ser_ssl.errors import MissingFileError
 
 if TYPE_CHECKING:
     import lightning as L
@@ -617,6 +618,20 @@ def plot_training_run(csv_path: str | Path) -> Figure:
 
 # ---------------------------------------------------------------------------------------------------------
 # model and data as the CLI builds them
+
+
+def checkout_root(start: str | Path | None = None) -> Path:
+    """The ser-ssl checkout at or above ``start`` (the working directory): the folder with
+    ``configs/``, where the notebooks' paths (``configs/``, ``runs/``, ``data/``) are the command
+    line's. Outside a checkout, an error that says so."""
+    here = Path(start or Path.cwd()).resolve()
+    found = next((p for p in [here, *here.parents] if (p / "configs" / "pretrain.yaml").is_file()), None)
+    if found is None:
+        raise MissingFileError(
+            f"no ser-ssl checkout (a folder with configs/pretrain.yaml) at or above {here}: open the "
+            "notebook from the repository, where the configs and runs are"
+        )
+    return found
 
 
 def load_from_config(

@@ -180,16 +180,16 @@ def test_a_probe_that_validates_every_10_epochs_still_saves_every_epoch(pretrain
 def test_resuming_what_is_not_there_or_testing_another_tasks_checkpoint_is_one_line(
     pretrained, tiny_data, tmp_path, capsys
 ):
-    from ser_ssl.errors import CheckpointError, ConfigError, MissingFileError
+    from ser_ssl.errors import CheckpointError, ConfigError
 
     args = probe_run(pretrained, tiny_data, tmp_path / "probe")
     with pytest.raises(ConfigError, match="--ckpt_path last: there is no .*last.ckpt to resume"):
         cli_main(["fit", *args, "--ckpt_path", "last"])
-    with pytest.raises(MissingFileError, match="--ckpt_path .*nope.ckpt does not exist"):
+    with pytest.raises(CheckpointError, match="--ckpt_path .*nope.ckpt does not exist"):
         cli_main(["test", *args, "--ckpt_path", str(tmp_path / "nope.ckpt")])
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes((pretrained / "pretrain/checkpoints/last.ckpt").read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match="cut.ckpt is not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="cut.ckpt is not a readable PyTorch checkpoint"):
         cli_main(["test", *args, "--ckpt_path", str(cut)])
     pretraining = pretrained / "pretrain/checkpoints/last.ckpt"
     with pytest.raises(ConfigError, match="is a SimCLR checkpoint and this config runs LinearProbe"):
@@ -215,3 +215,19 @@ def test_a_setting_the_machine_cannot_run_is_one_line(monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert str(exit_info.value.code).startswith("ser-ssl: error: ") and "\n" not in str(exit_info.value.code)
+
+
+def test_a_wandb_login_missing_for_an_online_run_is_one_line(monkeypatch):
+    from wandb.errors import UsageError
+
+    from ser_ssl.cli import exit_on_user_error
+
+    def online_without_a_key() -> None:
+        try:
+            raise UsageError("No API key configured. Use `wandb login` to log in.")
+        except UsageError as err:
+            raise RuntimeError("while starting the logger") from err  # as a caller may wrap it
+
+    with pytest.raises(SystemExit) as exit_info:
+        exit_on_user_error(online_without_a_key)
+    assert exit_info.value.code == "ser-ssl: error: No API key configured. Use `wandb login` to log in."

@@ -356,3 +356,15 @@ def test_class_names_in_a_script_the_font_lacks_draw_without_a_warning_per_glyph
         warnings.simplefilter("error")
         image = figure_to_array(plot_per_class([0.5, 0.7], ["猫", "dog"], "recall"))
     assert image.shape[2] == 3 and image.dtype == np.uint8
+
+
+def test_the_notebooks_find_the_checkout_or_say_they_are_outside_one(tmp_path):
+    from pathlib import Path
+
+    from ser_ssl.errors import MissingFileError
+    from ser_ssl.viz import checkout_root
+
+    root = Path("configs").resolve().parent
+    assert checkout_root(root / "configs" / "data") == root
+    with pytest.raises(MissingFileError, match="open the notebook from the repository"):
+        checkout_root(tmp_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,15 +45,22 @@ def load_pretrained(path: str | Path, load_weights: bool = True) -> tuple[nn.Mod
     return pretrained.encoder, pretrained.stats
 
 
-def read_checkpoint(path: Path, what: str, fix: str) -> dict[str, Any]:
-    """A checkpoint read with ``weights_only=True``; a missing file is ``"<what> <path> does not
-    exist; <fix>"``."""
+def read_checkpoint(path: Path, what: str, fix: str, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint read with ``weights_only=True``; a missing file is ``"<what> <path> does not exist;
+    <fix>"``, an unreadable one one line too. ``mmap``: read only the parts used (for a look at the
+    records, not for tensors kept while the file may be rewritten)."""
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist; {fix}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({err})") from err
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # torch raises many kinds for files that are not checkpoints
+        if isinstance(err, pickle.UnpicklingError):
+            reason = "it holds more than tensors and plain data, or is not a checkpoint"
+        else:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({reason}; cut short by a kill while saving?)"
+        ) from err
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} is not a Lightning checkpoint")
     return ckpt

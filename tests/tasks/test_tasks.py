@@ -95,8 +95,12 @@ def test_load_pretrained_errors_are_clear(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_pretrained(tmp_path / "missing.ckpt")
     (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="not a readable") as err:
         load_pretrained(tmp_path / "corrupt.ckpt")
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)  # not torch's advice
+    (tmp_path / "text.ckpt").write_text("hello, not a checkpoint\n" * 3)  # torch raises a KeyError here
+    with pytest.raises(CheckpointError, match="text.ckpt is not a readable PyTorch checkpoint"):
+        load_pretrained(tmp_path / "text.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="not a ser-ssl pretraining checkpoint"):
         load_pretrained(tmp_path / "other.ckpt")
