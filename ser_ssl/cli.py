@@ -223,6 +223,7 @@ class SERCLI(LightningCLI):
         loggers = config.trainer.logger
         if not isinstance(loggers, list):
             return
+        self._loggers_as_given = copy.deepcopy(loggers)
         resumed = (
             recorded_versions(_checkpoint_file(config, last_by_default=False))
             if self.subcommand == "fit"
@@ -244,6 +245,15 @@ class SERCLI(LightningCLI):
                 args.save_dir = config.trainer.default_root_dir or "."
             kept.append(logger)
         config.trainer.logger = kept or True  # Lightning's default logger when W&B was the only one
+
+    def after_instantiate_classes(self) -> None:
+        """The config saved with the run (``config.yaml``, the loggers' copies) keeps the loggers as the
+        config gave them, not what was filled in for this run (folders, W&B id, name, group): a run
+        started again from that file, elsewhere, gets its own."""
+        given = getattr(self, "_loggers_as_given", None)
+        if given is not None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            config.trainer.logger = given
 
     def _fill_wandb(self, config: Any, args: Any) -> None:
         """Set what the config left unset of a W&B run: ``job_type`` from the task, ``group`` (see

@@ -170,3 +170,19 @@ def test_print_config_shows_the_default_loggers(task, capsys):
     config = yaml.safe_load(capsys.readouterr().out)
     loggers = [lg["class_path"] for lg in config["trainer"]["logger"]]
     assert loggers == ["ser_ssl.loggers.CSVLogger", "lightning.pytorch.loggers.WandbLogger"]
+
+
+def test_a_run_started_from_another_runs_saved_config_logs_in_its_own_folder_and_w_and_b_run(
+    pretrained, tiny_data
+):
+    first = pretrained / "probe-first"
+    cli_main(["fit", *downstream_args("probe", pretrained, first, tiny_data, "offline")])
+    (saved,) = first.rglob("config.yaml")
+    assert yaml.safe_load(saved.read_text())["trainer"]["logger"][1]["init_args"].get("version") is None
+    again = pretrained / "probe-again"
+    cli_main(["fit", "--config", str(saved), "--trainer.default_root_dir", str(again)])
+    assert (again / "lightning_logs" / "version_0" / "metrics.csv").is_file()
+    assert [p.name for p in (first / "lightning_logs").iterdir()] == ["version_0"]
+    (run_first,) = offline_runs(first, 1)
+    (run_again,) = offline_runs(again, 1)
+    assert run_again.run_id != run_first.run_id and run_again.display_name == "probe-again"
