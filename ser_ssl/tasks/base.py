@@ -161,7 +161,7 @@ class BaseTask(L.LightningModule):
         else:
             opt = torch.optim.AdamW(groups, betas=(self.momentum, 0.999))
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        epochs = self.epochs_in(total)
         if self.milestones and self.milestones[-1] >= epochs:
             rank_zero_warn(
                 f"model.init_args.milestones {self.milestones} reach max_epochs {epochs}: the learning rate "
@@ -171,6 +171,19 @@ class BaseTask(L.LightningModule):
             opt, total, epochs, self.warmup_epochs, self.schedule, self.milestones, self.gamma
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def epochs_in(self, total_steps: int) -> float:
+        """How many epochs the run's ``total_steps`` optimiser steps make, the unit of the warm-up and
+        the milestones: ``max_epochs``, unless ``max_steps`` ends the run first (or ``max_epochs`` is
+        -1), when it is those steps over the steps of one epoch."""
+        trainer = self.trainer
+        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        if getattr(trainer, "max_steps", -1) < 0 and max_epochs is not None:
+            return max_epochs
+        per_epoch = trainer.num_training_batches / trainer.accumulate_grad_batches
+        if math.isfinite(per_epoch) and per_epoch > 0:
+            return total_steps / math.ceil(per_epoch)
+        return max_epochs or 1
 
     @property
     def loss_on_progress_bar(self) -> bool:
@@ -294,7 +307,7 @@ def _check_schedule(schedule: str, milestones: Sequence[float] | None, gamma: fl
 def build_scheduler(
     opt: torch.optim.Optimizer,
     total_steps: int,
-    epochs: int,
+    epochs: float,
     warmup_epochs: float,
     schedule: str = "cosine",
     milestones: Sequence[float] | None = None,

@@ -100,3 +100,26 @@ def test_the_paper_sgd_preset_parses_on_pretrain():
     assert init["schedule"] == "multistep"
     assert init["milestones"] == [325, 425] and init["gamma"] == 0.1
     assert init["optimizer"] == "sgd" and init["lr"] == 0.03 and init["warmup_epochs"] == 0
+
+
+@pytest.mark.parametrize("max_epochs", [-1, 25])
+def test_a_run_ended_by_max_steps_warms_up_for_one_epoch_then_decays_to_zero(monkeypatch, max_epochs):
+    class Trainer:  # 4 optimiser steps an epoch (8 batches, 2 accumulated), 10 steps in all
+        estimated_stepping_batches = 10
+        max_steps = 10
+        num_training_batches = 8
+        accumulate_grad_batches = 2
+
+    Trainer.max_epochs = max_epochs
+    model = small_simclr(optimizer="sgd", lr=1.0, warmup_epochs=1)
+    monkeypatch.setattr(type(model), "trainer", property(lambda self: Trainer()))
+    config = model.configure_optimizers()
+    opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([1e-3 + (1 - 1e-3) * step / 4 for step in range(4)])
+    assert lrs[4] == pytest.approx(1.0) and lrs[4:] == sorted(lrs[4:], reverse=True)
+    assert lrs[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 6)))  # 5 of 6 cosine steps
