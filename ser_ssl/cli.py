@@ -306,6 +306,18 @@ class SERCLI(LightningCLI):
 
     before_fit = before_validate = before_test = _check_data
 
+    def before_predict(self) -> None:
+        """``ser-ssl predict`` of a task that makes no predictions (pretraining, a probe) stops here, in
+        one line that says what does, not in Lightning's call of ``forward`` on a batch."""
+        if type(self.model).predict_step is L.LightningModule.predict_step:
+            raise ConfigError(
+                f"{type(self.model).__name__} writes no predictions; `ser-ssl predict --config "
+                "configs/export.yaml` writes embeddings, and a probe or fine-tuning's class scores per "
+                "file come from ser_ssl.from_pretrained(<its exported folder>).classify_file "
+                "(docs/usage.md, sharing a trained model)"
+            )
+        self._check_data()
+
     def _finish_wandb(self) -> None:
         """Close the W&B run when the command ends, so its files are complete even when the CLI runs
         inside a longer Python process (a notebook, the tests) rather than exiting."""

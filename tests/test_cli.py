@@ -231,3 +231,14 @@ def test_a_wandb_login_missing_for_an_online_run_is_one_line(monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         exit_on_user_error(online_without_a_key)
     assert exit_info.value.code == "ser-ssl: error: No API key configured. Use `wandb login` to log in."
+
+
+@pytest.mark.parametrize("task", ["pretrain", "probe"])
+def test_predict_with_a_task_that_makes_no_predictions_says_what_does(pretrained, tiny_data, tmp_path, task):
+    from ser_ssl.errors import ConfigError
+
+    args = tiny_args(task, tmp_path / "run", tiny_data, pretrained / "cache")
+    if task == "probe":
+        args += ["--model.init_args.encoder_checkpoint", str(pretrained / "pretrain/checkpoints/last.ckpt")]
+    with pytest.raises(ConfigError, match="writes no predictions; `ser-ssl predict --config configs/export"):
+        cli_main(["predict", *args])
