@@ -6,6 +6,7 @@ import copy
 import importlib
 import json
 import os
+import re
 import secrets
 import string
 import sys
@@ -20,11 +21,11 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ser_ssl.errors import ConfigError, MissingFileError, UserError
 from ser_ssl.precision import choose_precision, detect
-from ser_ssl.tasks.base import LOGGER_VERSIONS_KEY
+from ser_ssl.tasks.base import LOGGER_VERSIONS_KEY, BaseTask
 
 
 def _checkpoint_dir(root_dir: str | None) -> str:
@@ -154,15 +155,7 @@ class SERCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        # a checkpoint at the end of every training epoch, also of runs that validate less often (the
-        # probe, fine-tuning), so a killed run loses at most one epoch
-        parser.set_defaults(
-            {
-                "checkpoint.save_last": True,
-                "checkpoint.enable_version_counter": False,
-                "checkpoint.save_on_train_epoch_end": True,
-            }
-        )
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.enable_version_counter": False})
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
         parser.link_arguments("data.init_args.features.n_mels", "model.init_args.n_mels")
         parser.set_defaults({"trainer.logger": copy.deepcopy(DEFAULT_LOGGERS)})
@@ -192,11 +185,16 @@ class SERCLI(LightningCLI):
         """Lightning builds the model of a ``--ckpt_path`` file from the hyper-parameters it holds
         (over the config's and the command line's); first refuse, in one line, a path that is no
         readable checkpoint or one of another task, whose numbers would land in this config's run."""
+        from ser_ssl.models.build import check_classes_trusted
+
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else None
         path = config.get("ckpt_path") if config is not None else None
-        if path is not None and path not in ("last", "best", "hpc", "registry"):
-            theirs = read_run_checkpoint(Path(path)).get("hyper_parameters", {}).get("_class_path")
+        # a local file; Lightning's own names and remote or registry paths are Lightning's to read
+        if path is not None and path not in ("last", "best", "hpc") and not re.match(r"^\w+:", path):
+            hparams = read_run_checkpoint(Path(path)).get("hyper_parameters") or {}
+            check_classes_trusted(hparams, Path(path))
+            theirs = hparams.get("_class_path")
             ours = getattr(config.model, "class_path", None)
             if isinstance(theirs, str) and isinstance(ours, str):
                 theirs, ours = theirs.rsplit(".", 1)[-1], ours.rsplit(".", 1)[-1]
@@ -215,6 +213,12 @@ class SERCLI(LightningCLI):
             precision, why = choose_precision(detect(accelerator if isinstance(accelerator, str) else "auto"))
             rank_zero_info(f"auto_precision: trainer.precision {precision}: {why}")
             config.trainer.precision = precision
+        checkpoint = config.checkpoint
+        if checkpoint.save_on_train_epoch_end is None and checkpoint.monitor is None:
+            # a checkpoint at the end of every training epoch, also of runs that validate less often
+            # (the probe, fine-tuning), so a killed run loses at most one epoch; with a monitor,
+            # Lightning's choice (at validation, where the monitored value is new)
+            checkpoint.save_on_train_epoch_end = True
         if config.trainer.fast_dev_run:
             # Lightning skips checkpoints under fast_dev_run except `last` at the end of training, which
             # would then pass for a trained run (and block the real one in the same folder)
@@ -309,7 +313,8 @@ class SERCLI(LightningCLI):
     def before_predict(self) -> None:
         """``ser-ssl predict`` of a task that makes no predictions (pretraining, a probe) stops here, in
         one line that says what does, not in Lightning's call of ``forward`` on a batch."""
-        if type(self.model).predict_step is L.LightningModule.predict_step:
+        own = type(self.model).predict_step is not L.LightningModule.predict_step
+        if isinstance(self.model, BaseTask) and not own:
             raise ConfigError(
                 f"{type(self.model).__name__} writes no predictions; `ser-ssl predict --config "
                 "configs/export.yaml` writes embeddings, and a probe or fine-tuning's class scores per "
@@ -362,12 +367,10 @@ class SERCLI(LightningCLI):
                 "a new one with another --trainer.default_root_dir (or delete that folder)"
             )
         if ckpt_path == "last" and not requeued:
-            if not last.is_file():
-                raise ConfigError(
-                    f"--ckpt_path last: there is no {last} to resume (a run saves one at the end of its "
-                    "first epoch); run without --ckpt_path to start"
-                )
-            read_run_checkpoint(last)
+            if last.is_file():
+                read_run_checkpoint(last)
+            else:  # Lightning's "set and forget": one command line that starts a run and resumes it
+                rank_zero_warn(f"--ckpt_path last: there is no {last} yet, so this starts a new run")
         self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
 
     def test(

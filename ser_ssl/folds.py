@@ -87,15 +87,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
     results: dict[int, dict[str, float]] = {}
     try:
         run_folds(options.folds, cli_args, root, results)
-    finally:  # a failing fold keeps the table of those finished before it
+    except BaseException:  # a failing fold keeps the table of those finished before it, marked so
         if results:
-            summary = summarize(results)
-            summary["args"] = list(cli_args)
-            table = markdown_table(summary)
-            root.mkdir(parents=True, exist_ok=True)
-            (root / "folds.json").write_text(json.dumps(summary, indent=2))
-            (root / "folds.md").write_text(table)
-            print(table)
+            failed = next(k for k in options.folds if k not in results)
+            write_summary(root, results, cli_args, failed)
+        raise
+    return write_summary(root, results, cli_args)
+
+
+def write_summary(
+    root: Path, results: dict[int, dict[str, float]], cli_args: Sequence[str], failed: int | None = None
+) -> dict:
+    """Write and print the table; ``failed``: the fold that stopped the run, said in both files."""
+    summary = summarize(results)
+    summary["args"] = list(cli_args)
+    table = markdown_table(summary)
+    if failed is not None:
+        summary["failed_fold"] = failed
+        table += f"\nIncomplete: fold {failed} failed; the table holds the folds finished before it.\n"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "folds.json").write_text(json.dumps(summary, indent=2))
+    (root / "folds.md").write_text(table)
+    print(table)
     return summary
 
 

@@ -175,6 +175,11 @@ def test_a_probe_that_validates_every_10_epochs_still_saves_every_epoch(pretrain
     cli = cli_main(["fit", *args])
     (recorder,) = [c for c in cli.trainer.callbacks if isinstance(c, RecordLastCheckpoint)]
     assert recorder.seen == [None, 0, 1]  # killed in epoch 3, it would resume after epoch 2
+    # with a monitor, saves stay at validation (the monitored value is new only there)
+    args[args.index(str(tmp_path / "probe"))] = str(tmp_path / "monitored")
+    cli = cli_main(["fit", *args, "--checkpoint.monitor", "val/acc", "--checkpoint.mode", "max"])
+    (recorder,) = [c for c in cli.trainer.callbacks if isinstance(c, RecordLastCheckpoint)]
+    assert recorder.seen == [None, None, None]
 
 
 def test_resuming_what_is_not_there_or_testing_another_tasks_checkpoint_is_one_line(
@@ -183,8 +188,9 @@ def test_resuming_what_is_not_there_or_testing_another_tasks_checkpoint_is_one_l
     from ser_ssl.errors import CheckpointError, ConfigError
 
     args = probe_run(pretrained, tiny_data, tmp_path / "probe")
-    with pytest.raises(ConfigError, match="--ckpt_path last: there is no .*last.ckpt to resume"):
-        cli_main(["fit", *args, "--ckpt_path", "last"])
+    with pytest.warns(UserWarning, match="--ckpt_path last: there is no .*last.ckpt yet, so this starts"):
+        cli_main(["fit", *args, "--ckpt_path", "last", "--trainer.max_epochs", "1"])  # set and forget
+    assert (tmp_path / "probe" / "checkpoints" / "last.ckpt").is_file()
     with pytest.raises(CheckpointError, match="--ckpt_path .*nope.ckpt does not exist"):
         cli_main(["test", *args, "--ckpt_path", str(tmp_path / "nope.ckpt")])
     cut = tmp_path / "cut.ckpt"
@@ -195,6 +201,12 @@ def test_resuming_what_is_not_there_or_testing_another_tasks_checkpoint_is_one_l
     with pytest.raises(ConfigError, match="is a SimCLR checkpoint and this config runs LinearProbe"):
         cli_main(["test", *args, "--ckpt_path", str(pretraining)])
     assert not (tmp_path / "probe" / "test_metrics.json").exists()
+    # the model is built from a --ckpt_path file's settings: a class outside ser-ssl is refused
+    ckpt = torch.load(tmp_path / "probe" / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["encoder"] = {"class_path": "evil_mod.Evil", "init_args": {}}
+    torch.save(ckpt, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="names the class 'evil_mod.Evil' in its settings"):
+        cli_main(["test", *args, "--ckpt_path", str(tmp_path / "evil.ckpt")])
 
 
 def test_a_fast_dev_run_leaves_no_checkpoint_to_mistake_for_a_trained_run(pretrained, tiny_data, tmp_path):

@@ -120,5 +120,7 @@ def test_a_failing_fold_keeps_the_table_of_the_folds_before_it(tmp_path, monkeyp
     monkeypatch.setattr(folds, "fit_and_test", fit_and_test)
     with pytest.raises(ConfigError, match="fold 2 went wrong"):
         folds.main(["--folds", "1", "2", "3", "--root", str(tmp_path)])
-    assert json.loads((tmp_path / "folds.json").read_text())["folds"] == {"1": {"test/acc": 0.5}}
-    assert (tmp_path / "folds.md").read_text().splitlines()[2] == "| 1 | 0.5000 |"
+    summary = json.loads((tmp_path / "folds.json").read_text())
+    assert summary["folds"] == {"1": {"test/acc": 0.5}} and summary["failed_fold"] == 2
+    table = (tmp_path / "folds.md").read_text().splitlines()
+    assert table[2] == "| 1 | 0.5000 |" and table[-1].startswith("Incomplete: fold 2 failed")

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ser_ssl.audio import LogMelConfig
 from ser_ssl.data.cache import build_cache
 from ser_ssl.data.feature_cache import FeatureCache
-from ser_ssl.data.manifest import Clip, encode_labels
+from ser_ssl.data.manifest import Clip, encode_labels, split_name
 from ser_ssl.data.sources import CSVManifest, DataSource
 from ser_ssl.data.synthetic import SyntheticSource
 from ser_ssl.data.views import (
@@ -132,8 +132,8 @@ class AudioDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.strict = strict
-        self.train_split = train_split
-        self.predict_split = predict_split
+        self.train_split = split_name(train_split)
+        self.predict_split = None if predict_split is None else split_name(predict_split)
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         if not 0.0 < device_cache_share <= 1.0:
@@ -383,7 +383,9 @@ class SSLDataModule(AudioDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.knn_splits = knn_splits
+        self.knn_splits = (
+            None if knn_splits is None else (split_name(knn_splits[0]), split_name(knn_splits[1]))
+        )
         self.distinct_backgrounds = distinct_backgrounds
         self.classes: list[str] = []  # sorted single labels of the training split (for the online probe)
         self.knn_classes: list[str] = []  # names of the kNN loaders' integer labels
@@ -530,8 +532,8 @@ class LabeledDataModule(AudioDataModule):
         self.eval_hop_frames = eval_hop_frames
         self.train_hop_frames = train_hop_frames
         self.eval_batch_size = eval_batch_size
-        self.val_split = val_split
-        self.test_split = test_split
+        self.val_split = split_name(val_split)
+        self.test_split = split_name(test_split)
         self.label_fraction = label_fraction
         self.label_seed = label_seed
         self.force_multilabel = multilabel

@@ -108,6 +108,12 @@ def check_duplicates(clips: list[Clip], where: str) -> list[Clip]:
     return kept
 
 
+def split_name(name: str) -> str:
+    """``train``, ``val`` and ``test`` in any case (``Train``, ``TEST``) as those; other names as they
+    are. Split names in data and in the ``*_split`` settings both go through it, so they match."""
+    return name.lower() if name.lower() in ("train", "val", "test") else name
+
+
 def read_manifest(path: str | Path, default_split: str = "train", label_separator: str = ";") -> list[Clip]:
     """Read a ``filename,label[,split,group,fold]`` CSV; file names are relative to the CSV's folder.
 
@@ -152,8 +158,7 @@ def _read_manifest(path: Path, default_split: str, label_separator: str) -> list
             fold = (row.get("fold") or "").strip()
             if fold and not fold.lstrip("-").isdigit():
                 raise DataError(f"manifest {path}, line {line}: fold '{fold}' is not an integer")
-            split = (row.get("split") or "").strip() if "split" in columns else default_split
-            split = split.lower() if split.lower() in ("train", "val", "test") else split  # `Train`, `TEST`
+            split = split_name((row.get("split") or "").strip() if "split" in columns else default_split)
             if not split:
                 no_split.append((row["filename"], line))
                 continue

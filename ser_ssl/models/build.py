@@ -75,6 +75,32 @@ def check_trusted(spec: dict, path: Path) -> None:
         )
 
 
+#: Where the classes a run's checkpoint names live (its encoder, mix-back, augmentations).
+OWN_PACKAGES = ("ser_ssl.models.", "ser_ssl.augment.")
+
+
+def check_classes_trusted(hparams: object, path: Path) -> None:
+    """Refuse a checkpoint's hyper-parameters that name a class outside ser-ssl's models and
+    augmentations: Lightning builds a ``--ckpt_path`` checkpoint's model from them, which runs those
+    classes' code. :data:`TRUST_ENV` ``=1`` lifts the check."""
+    if os.environ.get(TRUST_ENV, "").strip().lower() in {"1", "true", "yes"}:
+        return
+    todo = [hparams]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, dict):
+            named = value.get("class_path")
+            if named is not None and not (isinstance(named, str) and named.startswith(OWN_PACKAGES)):
+                raise CheckpointError(
+                    f"{path} names the class {named!r} in its settings, which is not one of ser-ssl's; "
+                    f"only load checkpoints you trust: building it runs its code; to build it anyway, "
+                    f"set {TRUST_ENV}=1"
+                )
+            todo += value.values()
+        elif isinstance(value, list):
+            todo += value
+
+
 def build_module(spec: dict) -> nn.Module:
     """Instantiate a ``{"class_path": ..., "init_args": ...}`` config with jsonargparse."""
     parser = ArgumentParser(exit_on_error=False)

@@ -62,6 +62,11 @@ def test_header_names_and_the_usual_split_names_are_read_in_any_case(tmp_path):
         ("c2.wav", "a", "val"),
         ("c3.wav", "b", "Fold3"),  # other names stay as written (train_split may name them)
     ]
+    dm = LabeledDataModule(
+        manifest=str(path), train_split="Train", val_split="VAL", cache_dir=str(tmp_path / "c"), batch_size=1
+    )
+    dm.setup("fit")  # the settings' names are read the same way
+    assert (dm.train_split, len(dm.split_indices("train")), dm.val_split) == ("train", 2, "val")
 
 
 @pytest.mark.parametrize(("separator", "shown"), [(";", "';'"), ("\t", "'\\t'")])
