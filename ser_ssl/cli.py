@@ -222,7 +222,7 @@ class SERCLI(LightningCLI):
         if config.trainer.fast_dev_run:
             # Lightning skips checkpoints under fast_dev_run except `last` at the end of training, which
             # would then pass for a trained run (and block the real one in the same folder)
-            config.checkpoint.save_last = False
+            checkpoint.save_last = False
         config.wandb = wandb_mode(config.wandb)  # the saved config.yaml records the mode used
         loggers = config.trainer.logger
         if not isinstance(loggers, list):

@@ -43,13 +43,18 @@ def _own_class(class_path: object) -> type | None:
     return cls if cls in OWN_ENCODERS else None
 
 
+def trusted() -> bool:
+    """Whether the user set :data:`TRUST_ENV`: build whatever a checkpoint names."""
+    return os.environ.get(TRUST_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
 def check_trusted(spec: dict, path: Path) -> None:
     """Refuse an encoder config that would build anything but a ser-ssl encoder from plain settings.
 
     Building a class runs its code, and a checkpoint chooses the class; ``weights_only=True`` does not
     cover that. :data:`TRUST_ENV` ``=1`` lifts the check.
     """
-    if os.environ.get(TRUST_ENV, "").strip().lower() in {"1", "true", "yes"}:
+    if trusted():
         return
     class_path = spec.get("class_path")
     fix = (
@@ -83,7 +88,7 @@ def check_classes_trusted(hparams: object, path: Path) -> None:
     """Refuse a checkpoint's hyper-parameters that name a class outside ser-ssl's models and
     augmentations: Lightning builds a ``--ckpt_path`` checkpoint's model from them, which runs those
     classes' code. :data:`TRUST_ENV` ``=1`` lifts the check."""
-    if os.environ.get(TRUST_ENV, "").strip().lower() in {"1", "true", "yes"}:
+    if trusted():
         return
     todo = [hparams]
     while todo:

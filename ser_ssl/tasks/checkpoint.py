@@ -89,19 +89,16 @@ def pretrained_from(
             f"{path} is not a ser-ssl pretraining checkpoint (a probe or fine-tune checkpoint, or "
             "another project's?); pass the checkpoint written by `ser-ssl fit --config configs/pretrain.yaml`"
         )
-    spec = ckpt.get(ENCODER_KEY) or ckpt.get("hyper_parameters", {}).get("encoder")  # the latter: older
-    if not isinstance(spec, dict) or "class_path" not in spec:
-        spec = None
-        if encoder is None:
+    spec = None  # the config that built the encoder: none when the caller gives the network
+    if encoder is None:
+        spec = ckpt.get(ENCODER_KEY) or ckpt.get("hyper_parameters", {}).get("encoder")  # the latter: older
+        if not isinstance(spec, dict) or "class_path" not in spec:
             raise CheckpointError(
                 f"{path} does not record its encoder's config (an encoder class of your own built in "
                 "Python, not from a config); pass the same network as --model.encoder"
             )
-    if encoder is None:
         check_trusted(spec, path)
         encoder = build_module(spec)
-    else:
-        spec = None  # the checkpoint's config is not what built the caller's network
     features, patch_frames = _data_settings(ckpt)
     seen = ckpt.get(PRETRAINED_ON_KEY)
     pretrained_on = frozenset(seen) if isinstance(seen, list) else None
