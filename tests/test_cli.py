@@ -1,7 +1,6 @@
 """End to end through the CLI's main function: pretrain -> probe fit -> probe test (and fine-tune)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import yaml
 
 from ser_ssl.cli import cli_main
 from tests.conftest import SMALL_ENCODER, tiny_args
+from tests.test_probe_checks import probe_args
 
 pytestmark = pytest.mark.slow
 
@@ -162,15 +162,10 @@ def test_a_command_line_given_in_python_brings_no_warning_about_sys_argv(monkeyp
     assert not [w for w in recwarn if "args parameter" in str(w.message)]
 
 
-def probe_run(pretrained: Path, tiny_data: Path, root: Path) -> list[str]:
-    args = tiny_args("probe", root, tiny_data, pretrained / "cache")
-    return args + ["--model.init_args.encoder_checkpoint", str(pretrained / "pretrain/checkpoints/last.ckpt")]
-
-
 def test_a_probe_that_validates_every_10_epochs_still_saves_every_epoch(pretrained, tiny_data, tmp_path):
     from tests.helpers import RecordLastCheckpoint
 
-    args = probe_run(pretrained, tiny_data, tmp_path / "probe")
+    args = probe_args(pretrained, tmp_path / "probe", tiny_data)
     args += ["--trainer.max_epochs", "3", "--trainer.callbacks+=tests.helpers.RecordLastCheckpoint"]
     cli = cli_main(["fit", *args])
     (recorder,) = [c for c in cli.trainer.callbacks if isinstance(c, RecordLastCheckpoint)]
@@ -187,7 +182,7 @@ def test_resuming_what_is_not_there_or_testing_another_tasks_checkpoint_is_one_l
 ):
     from ser_ssl.errors import CheckpointError, ConfigError
 
-    args = probe_run(pretrained, tiny_data, tmp_path / "probe")
+    args = probe_args(pretrained, tmp_path / "probe", tiny_data)
     with pytest.warns(UserWarning, match="--ckpt_path last: there is no .*last.ckpt yet, so this starts"):
         cli_main(["fit", *args, "--ckpt_path", "last", "--trainer.max_epochs", "1"])  # set and forget
     assert (tmp_path / "probe" / "checkpoints" / "last.ckpt").is_file()
@@ -210,7 +205,7 @@ def test_resuming_what_is_not_there_or_testing_another_tasks_checkpoint_is_one_l
 
 
 def test_a_fast_dev_run_leaves_no_checkpoint_to_mistake_for_a_trained_run(pretrained, tiny_data, tmp_path):
-    args = probe_run(pretrained, tiny_data, tmp_path / "probe")
+    args = probe_args(pretrained, tmp_path / "probe", tiny_data)
     cli_main(["fit", *args, "--trainer.fast_dev_run", "true"])
     assert not list((tmp_path / "probe").rglob("*.ckpt"))
     cli_main(["fit", *args, "--trainer.max_epochs", "1"])  # the real run is not refused
